@@ -1,0 +1,67 @@
+# Enclave — one Makefile; each area adds its own targets in mk/*.mk.
+# `make help` lists what is here. Everything installs what it needs itself.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+# Tests and the demo talk to the local PostgreSQL and Redis (see scripts/services.sh).
+export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/enclave
+export REDIS_URL ?= redis://127.0.0.1:6379/0
+
+# Areas append to these in mk/*.mk.
+TEST_STAGES := test-python
+BENCH_TARGETS :=
+LINT_STAGES := lint-python
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk 'BEGIN{FS=":.*## "}{printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}'
+
+$(VENV)/.stamp: pyproject.toml scripts/system-deps.sh requirements-apt.txt
+	bash scripts/system-deps.sh
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.stamp ## Create .venv with the console, the tools and the system packages they need
+
+.PHONY: services
+services: ## Make sure PostgreSQL and Redis run on loopback (starts them if down)
+	bash scripts/services.sh
+
+.PHONY: demo
+demo: venv services ## Run the appliance: console + gateway + engine, prints URL and one-time admin password
+	$(BIN)/python -m appliance.demo
+
+.PHONY: test
+test: $(TEST_STAGES) ## Run every test CI runs (real PostgreSQL, Redis, Celery, Chromium, slapd, ...)
+
+.PHONY: test-python
+test-python: venv services $(TEST_PREREQS)
+	$(BIN)/pytest -p no:cacheprovider --timeout=900 $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: $(LINT_STAGES) ## ruff, mypy on appliance/, check --deploy, makemigrations --check, ansible-lint
+
+.PHONY: lint-python
+lint-python: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy appliance/
+	DJANGO_SETTINGS_MODULE=mgmt.settings ENCLAVE_PRODUCTION=1 ENCLAVE_SECRET_KEY=lint-only-$$(openssl rand -hex 32) \
+	  ENCLAVE_ALLOWED_HOSTS=enclave.local $(BIN)/python manage.py check --deploy --fail-level WARNING
+	$(BIN)/python manage.py makemigrations --check --dry-run
+
+.PHONY: bench
+bench: venv services $(BENCH_TARGETS) ## Measure speed against named references; writes bench-results/*.json
+
+.PHONY: clean
+clean: ## Remove the venv, build outputs and demo state
+	rm -rf $(VENV) bench-results build var
+
+-include mk/*.mk

@@ -1,0 +1,1 @@
+"""Directory settings; filled in by mgmt/accounts/ldap.py's documentation."""
