@@ -1,0 +1,87 @@
+"""Boot the signed appliance image under qemu with the cable pulled (user networking, restrict=on) and
+check what a hospital's IT team would: HTTPS from the appliance CA, the console behind nginx, the first
+boot, the signed model store, the air gap, closed ports, and a clean power-down. Runs in this order."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from cryptography import x509
+
+from image import vm
+from tests.image.vm.conftest import BOOT_TIMEOUT, Listener
+
+
+def test_https_is_served_with_the_appliance_ca_certificate(machine: vm.VM) -> None:
+    status, body, meta = machine.https_get("/healthz")
+    assert status == 200
+    assert body == b"ok\n"
+    cert = x509.load_der_x509_certificate(meta["der"])  # type: ignore[arg-type]
+    assert cert.issuer.rfc4514_string().startswith("CN=Enclave Appliance CA")
+    assert "Strict-Transport-Security" in str(meta["head"])
+
+
+def test_first_boot_ran_once_and_completed(machine: vm.VM) -> None:
+    machine.wait_for_console("enclave-firstboot: first boot complete", timeout=BOOT_TIMEOUT)
+    text = machine.console_text()
+    for step in (
+        "SSH host keys created",
+        "appliance CA created",
+        "audit signing key created",
+        "database migrated",
+    ):
+        assert f"enclave-firstboot: {step}" in text
+    assert "FIRSTBOOT_STEP_FAILED" not in text
+
+
+def test_the_console_answers_through_nginx(machine: vm.VM) -> None:
+    """gunicorn serving mgmt.wsgi behind nginx: any answer from Django (not nginx's 502 while it starts)."""
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    status, head = 0, ""
+    while time.monotonic() < deadline:
+        status, _, meta = machine.https_get("/")
+        head = str(meta["head"])
+        if status not in (502, 503, 504):
+            break
+        time.sleep(2)
+    assert status in (200, 302, 404), head
+    assert "Server: nginx" in head
+    assert "X-Frame-Options: DENY" in head, "the answer must come from Django's middleware"
+
+
+def test_the_signed_fixture_weights_were_verified_at_boot(machine: vm.VM) -> None:
+    machine.wait_for_console("enclave-model-verify: 1 active model(s) verified", timeout=BOOT_TIMEOUT)
+    assert "enclave-model-verify: enclave-fixture/1 OK (2 files)" in machine.console_text()
+
+
+def test_the_guest_cannot_reach_anything_outside(machine: vm.VM, listener: Listener) -> None:
+    machine.wait_for_console("enclave-egress-check: OK: 0 reachable", timeout=BOOT_TIMEOUT)
+    lines = [line for line in machine.console_text().splitlines() if "enclave-egress-check:" in line]
+    probe = f"10.0.2.2:{listener.port}"
+    assert any(f"{probe} blocked" in line for line in lines), lines
+    assert any("1.1.1.1:443 blocked" in line for line in lines), lines
+    assert not any("REACHABLE" in line for line in lines), lines
+    # The guest's firewall refuses locally (EPERM), before QEMU's restrict=on would.
+    assert any(f"{probe} blocked (EPERM)" in line for line in lines), lines
+    assert listener.accepted == 0
+
+
+def test_only_443_and_22_answer_from_the_lan(machine: vm.VM) -> None:
+    with socket.create_connection(("127.0.0.1", machine.forwards[22]), timeout=10) as ssh:
+        ssh.settimeout(20)
+        assert ssh.recv(64).startswith(b"SSH-2.0-OpenSSH")
+    for guest_port in (80, 8001):
+        with socket.create_connection(("127.0.0.1", machine.forwards[guest_port]), timeout=10) as sock:
+            sock.settimeout(8)
+            try:
+                sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                answer = sock.recv(64)
+            except (TimeoutError, ConnectionResetError):
+                answer = b""
+            assert answer == b"", f"guest port {guest_port} answered {answer!r}"
+
+
+def test_the_guest_powers_down_cleanly(machine: vm.VM) -> None:
+    assert machine.power_down(timeout=300) == 0
+    assert "reboot: Power down" in machine.console_text()
