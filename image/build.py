@@ -157,15 +157,14 @@ def run_playbook(root: Path, extra: list[str] | None = None) -> tuple[int, str]:
         [
             "/opt/enclave/venv/bin/ansible-playbook",
             "-i",
-            "inventories/single-box/hosts.yml",
-            "site.yml",
+            "/opt/enclave/provisioning/inventories/single-box/hosts.yml",
+            "/opt/enclave/provisioning/site.yml",
             "-e",
             "enclave_image_build=true",
             *(extra or []),
         ],
         env={
             "ANSIBLE_CONFIG": "/opt/enclave/provisioning/ansible.cfg",
-            "PWD": "/opt/enclave/provisioning",
             "ANSIBLE_HOME": "/root/.ansible",
         },
     )

@@ -21,7 +21,9 @@ from image.errors import LockStale, WheelHashMismatch, WheelMissing
 from image.hashes import atomic_write, read_manifest, sha256_file, verify_files, write_manifest
 
 LOCK_NAME = "wheelhouse.lock.json"
-EXTRA_REQUIREMENTS = ("ansible-core==2.19.14",)
+# ansible-core runs the playbook on the box. async-timeout: redis needs it on Python < 3.11.3, and the
+# image's python3 is Debian 12's 3.11.2 while the host that resolves the lock may run a newer 3.11.
+EXTRA_REQUIREMENTS = ("ansible-core==2.19.14", "async-timeout>=4.0.3")
 _PROJECT = "enclave"
 
 
