@@ -43,6 +43,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (CSS, htmx) straight from the application: nothing fetched from elsewhere, ever.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -170,6 +172,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = env_path("ENCLAVE_STATIC_ROOT", STATE_DIR / "static")
+WHITENOISE_USE_FINDERS = True  # serve from the apps' static/ folders; `collectstatic` is optional
 
 # Celery: Redis broker; tasks are acknowledged late and idempotent (CONVENTIONS.md point 4).
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
