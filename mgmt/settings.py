@@ -116,7 +116,9 @@ AXES_COOLOFF_TIME = env_int("ENCLAVE_LOCKOUT_MINUTES", 15, minimum=1) / 60
 # Locking by address too would lock out a whole ward behind one workstation or NAT: see
 # docs/decisions/0003-lockout-by-username.md. Per-account locks protect the accounts.
 AXES_LOCKOUT_PARAMETERS = ["username"]
-SILENCED_SYSTEM_CHECKS = ["axes.W006"]
+# security.W021 (HSTS preload): the browser preload list is for public domains; an appliance on a hospital's
+# internal name cannot be on it. HSTS itself is on in production.
+SILENCED_SYSTEM_CHECKS = ["axes.W006", "security.W021"]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "mgmt.console.views.auth.lockout_page"
 AXES_USERNAME_FORM_FIELD = "username"
