@@ -43,11 +43,17 @@ def load_mapping(path: str) -> dict[str, Any]:
         raise ValueError(f"{path}: unknown roles {sorted(unknown)}")
     departments = {str(k): str(v).lower() for k, v in (document.get("departments") or {}).items()}
     require = document.get("require_group")
-    return {"roles": roles, "departments": departments, "require_group": str(require).lower() if require else None}
+    return {
+        "roles": roles,
+        "departments": departments,
+        "require_group": str(require).lower() if require else None,
+    }
 
 
 class EnclaveLDAPBackend(LDAPBackend):
-    def authenticate(self, request: Any, username: str | None = None, password: str | None = None, **kwargs: Any) -> Any:
+    def authenticate(
+        self, request: Any, username: str | None = None, password: str | None = None, **kwargs: Any
+    ) -> Any:
         if not getattr(settings, "AUTH_LDAP_SERVER_URI", ""):
             return None
         return super().authenticate(request, username=username, password=password, **kwargs)
@@ -94,6 +100,10 @@ class EnclaveLDAPBackend(LDAPBackend):
                 user.set_unusable_password()
                 user.save()
                 record_event(
-                    "user.directory_sync", actor=None, department=department, target_type="user",
-                    target_id=user.pk, data={"username": user.username, **changes},
+                    "user.directory_sync",
+                    actor=None,
+                    department=department,
+                    target_type="user",
+                    target_id=user.pk,
+                    data={"username": user.username, **changes},
                 )

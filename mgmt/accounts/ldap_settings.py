@@ -33,9 +33,7 @@ if AUTH_LDAP_SERVER_URI:
     )
     AUTH_LDAP_GROUP_SEARCH = LDAPSearch(env_str("ENCLAVE_LDAP_GROUP_BASE"), ldap.SCOPE_SUBTREE, "(objectClass=*)")
     _group_type = env_str("ENCLAVE_LDAP_GROUP_TYPE", "groupOfNames")
-    AUTH_LDAP_GROUP_TYPE = (
-        NestedActiveDirectoryGroupType() if _group_type == "activedirectory" else GroupOfNamesType()
-    )
+    AUTH_LDAP_GROUP_TYPE = NestedActiveDirectoryGroupType() if _group_type == "activedirectory" else GroupOfNamesType()
     AUTH_LDAP_USER_ATTR_MAP = {"first_name": "givenName", "last_name": "sn", "email": "mail"}
     AUTH_LDAP_ALWAYS_UPDATE_USER = True
     AUTH_LDAP_FIND_GROUP_PERMS = False
