@@ -175,6 +175,10 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = env_path("ENCLAVE_STATIC_ROOT", STATE_DIR / "static")
 WHITENOISE_USE_FINDERS = True  # serve from the apps' static/ folders; `collectstatic` is optional
+try:
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+except OSError:  # a read-only state dir: collectstatic's job on the appliance
+    pass
 
 # Celery: Redis broker; tasks are acknowledged late and idempotent (CONVENTIONS.md point 4).
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
