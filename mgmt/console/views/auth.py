@@ -16,6 +16,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from mgmt.accounts.access import ALL_ROLES, public, require_role
 from mgmt.accounts.errors import AccountError
+from mgmt.accounts.ldap import login_refusal
 from mgmt.accounts.services import do_change_password
 from mgmt.audit.services import record_event
 
@@ -42,6 +43,10 @@ def login_view(request: HttpRequest) -> HttpResponse:
         if getattr(request, "axes_locked_out", False):
             return lockout_page(request)
         if user is None:
+            refusal = login_refusal(request)
+            if refusal is not None:
+                return _error(request, "console/login.html", {"form": form}, refusal.code, refusal.message,
+                              status=refusal.status)
             return _error(request, "console/login.html", {"form": form}, "auth.bad_credentials",
                           "Wrong username or password.", status=401)
         login(request, user)
