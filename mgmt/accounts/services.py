@@ -29,6 +29,7 @@ __all__ = [
     "do_revoke_api_key",
     "do_set_active",
     "do_update_department",
+    "authenticate_api_key",
     "do_update_user",
     "generate_one_time_password",
     "key_digest",
@@ -257,3 +258,30 @@ def do_revoke_api_key(key: ApiKey, *, actor: User | None, request: Any = None) -
             target_id=key.pk, data={"prefix": key.prefix, "owner": key.user.username}, request=request,
         )
     return key
+
+
+def authenticate_api_key(secret: str, *, request: Any = None) -> ApiKey:
+    """The reference check of an API key (the gateway does the same against its in-memory snapshot).
+
+    Refusals are audited with the key's prefix, never the key itself.
+    """
+    key = None
+    if secret.startswith(API_KEY_PREFIX) and len(secret) < 200:
+        key = ApiKey.objects.select_related("user", "department").filter(digest=key_digest(secret)).first()
+    if key is None:
+        code, message = "apikey.invalid", "This API key is not valid. Create one in the console under API keys."
+    elif key.revoked_at is not None:
+        code, message = "apikey.revoked", "This API key was revoked. Create a new one in the console."
+    elif key.expires_at is not None and key.expires_at <= timezone.now():
+        code, message = "apikey.expired", "This API key has expired. Create a new one in the console."
+    elif not key.user.is_active:
+        code, message = "apikey.user_inactive", "The owner of this API key is deactivated."
+    else:
+        return key
+    with transaction.atomic():
+        record_event(
+            "apikey.refused", actor=key.user if key else None, department=key.department if key else None,
+            outcome="denied", target_type="apikey", target_id=key.pk if key else "",
+            data={"code": code, "prefix": key.prefix if key else secret[4:12]}, request=request,
+        )
+    raise AccountError(code, message)

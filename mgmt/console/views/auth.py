@@ -57,7 +57,8 @@ def login_view(request: HttpRequest) -> HttpResponse:
     return render(request, "console/login.html", {"form": form})
 
 
-def lockout_page(request: HttpRequest) -> HttpResponse:
+def lockout_page(request: HttpRequest, *_: object) -> HttpResponse:
+    """django-axes' AXES_LOCKOUT_CALLABLE (called with the original response and credentials too)."""
     return render(
         request, "console/login.html",
         {"form": LoginForm(), "error_code": "auth.locked",
@@ -97,6 +98,9 @@ def mfa_enrol(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = context["form"]
         assert isinstance(form, TokenForm)
+        if not device.verify_is_allowed()[0]:
+            return _error(request, "console/mfa_enrol.html", context, "mfa.throttled",
+                          "Too many wrong codes: wait a minute before the next try.", status=429)
         if not form.is_valid() or not device.verify_token(form.cleaned_data["token"]):
             with transaction.atomic():
                 record_event("mfa.enrol_failed", actor=request.user, outcome="denied", request=request)
