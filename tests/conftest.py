@@ -5,6 +5,7 @@ pytest_plugins = [
     "tests.fixtures.personas",
     "tests.fixtures.processes",
     "tests.fixtures.slapd",
+    "tests.fixtures.browser",
 ]
 
 

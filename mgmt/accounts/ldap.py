@@ -138,8 +138,8 @@ class EnclaveLDAPBackend(LDAPBackend):
 
     def get_user(self, user_id: int) -> Any:
         user = super().get_user(user_id)
-        # django-auth-ldap does not look at is_active: a deactivated directory user's session ends here.
-        return user if user is not None and user.is_active and user.source == "ldap" else None
+        # django-auth-ldap ignores is_active (ModelBackend does not): a deactivated user's session ends here.
+        return user if user is not None and user.is_active else None
 
     def get_or_build_user(self, username: str, ldap_user: Any) -> tuple[Any, bool]:
         """Called after the directory accepted the password and before anything is written."""
