@@ -8,7 +8,10 @@ every step land in test-artifacts/screenshots/test_console_flow/.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 import pyotp
 import pytest
@@ -17,6 +20,7 @@ from playwright.sync_api import expect
 from mgmt.accounts.models import ApiKey, Department, Role, User
 from mgmt.accounts.services import do_create_user, key_digest
 from mgmt.audit.models import AuditEvent
+from tests.fixtures.processes import ROOT
 
 pytestmark = pytest.mark.browser
 
@@ -27,6 +31,18 @@ OTP_PATTERN = re.compile(r"^[a-z2-9]{5}(-[a-z2-9]{5}){3}$")
 
 def expect_path(page, path: str) -> None:
     page.wait_for_url(lambda url: url.split("?")[0].endswith(path), timeout=15_000)
+
+
+def enclavectl(server, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **server.env, "ENCLAVE_AUDIT_SEAL_GRACE_SECONDS": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "appliance.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def submit(page, label: str) -> None:
@@ -83,6 +99,7 @@ def test_console_flow(chromium, console_server) -> None:
         # 5. A user in it; the one-time password is on the page once.
         admin.get_by_role("link", name="Users").click()
         expect_path(admin, "/users/")
+        assert admin.locator("#id_role").input_value() == "staff"  # least privilege unless chosen
         admin.fill("#id_username", "sam.staff")
         admin.fill("#id_full_name", "Sam Staff")
         admin.fill("#id_email", "sam@hospital.test")
@@ -92,6 +109,9 @@ def test_console_flow(chromium, console_server) -> None:
         staff_password = admin.locator("#one-time-password").inner_text().strip()
         assert OTP_PATTERN.match(staff_password), staff_password
         browser.screenshot(admin, "user-created")
+        admin.get_by_role("link", name="Users").click()
+        expect(admin.get_by_role("link", name="sam.staff")).to_be_visible()
+        browser.screenshot(admin, "users")
 
         # 6. The new user signs in (own browser context), chooses a password and creates an API key.
         staff = browser.new_page("staff")
@@ -123,6 +143,12 @@ def test_console_flow(chromium, console_server) -> None:
         assert match.group(2) not in listing
         browser.screenshot(staff, "keys-after-reload")
 
+        # Staff cannot open the audit trail: a page that says so, with its code.
+        refused = staff.goto("/audit/")
+        assert refused.status == 403
+        assert staff.get_by_role("alert").get_attribute("data-code") == "access.role"
+        browser.screenshot(staff, "refused")
+
         # 7. The admin finds all of it on the audit page, filtering through htmx.
         admin.get_by_role("link", name="Audit").click()
         expect_path(admin, "/audit/")
@@ -147,6 +173,16 @@ def test_console_flow(chromium, console_server) -> None:
         for action in ("auth.login", "mfa.enrol", "user.password_change", "department.create", "user.create"):
             assert action in actions, (action, actions)
         browser.screenshot(admin, "audit-actor-filter")
+
+        # 8. Seal the trail with the real `enclavectl audit seal`; the verify page then checks it.
+        sealed = enclavectl(console_server, "audit", "seal")
+        assert sealed.returncode == 0, sealed.stderr
+        admin.get_by_role("link", name="Verify the chain").click()
+        expect_path(admin, "/audit/verify/")
+        verdict = admin.locator(".alert")
+        assert verdict.get_attribute("data-code") == "audit.intact"
+        expect(verdict).to_contain_text("chain intact")
+        browser.screenshot(admin, "audit-verify")
 
         # htmx came from the appliance itself and worked under the CSP.
         assert admin.evaluate("typeof window.htmx") == "object"
@@ -179,4 +215,4 @@ def test_console_flow(chromium, console_server) -> None:
         key_digest(api_key),
     )
     assert AuditEvent.objects.filter(action="mfa.enrol", actor="ann.admin").count() == 1
-    assert [path.stat().st_size > 0 for path in browser.shots] == [True] * 11
+    assert [path.stat().st_size > 0 for path in browser.shots] == [True] * 14
