@@ -33,6 +33,8 @@ def on_login_failed(sender: Any, credentials: dict[str, Any], request: Any = Non
     user = User.objects.filter(username=username).first()
     if request is not None and getattr(request, "axes_locked_out", False):
         reason = "locked"
+    elif getattr(request, "enclave_login_refusal", None):  # set by the directory backend (mgmt.accounts.ldap)
+        reason = request.enclave_login_refusal.removeprefix("auth.")
     elif user is None:
         reason = "unknown_user"
     elif not user.is_active:

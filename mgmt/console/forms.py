@@ -48,7 +48,7 @@ class UserForm(forms.Form):
     )
     full_name = forms.CharField(max_length=150, required=False)
     email = forms.EmailField(max_length=254, required=False)
-    role = forms.ChoiceField(choices=Role.choices)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.STAFF)  # the least privilege, not the first
     department = forms.ModelChoiceField(queryset=Department.objects.all(), required=False)
 
 

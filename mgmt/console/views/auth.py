@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 
 import segno
 from django.contrib.auth import authenticate, login, logout
@@ -16,6 +17,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from mgmt.accounts.access import ALL_ROLES, public, require_role
 from mgmt.accounts.errors import AccountError
+from mgmt.accounts.ldap import login_refusal
 from mgmt.accounts.services import do_change_password
 from mgmt.audit.services import record_event
 
@@ -52,6 +54,11 @@ def login_view(request: HttpRequest) -> HttpResponse:
         if getattr(request, "axes_locked_out", False):
             return lockout_page(request)
         if user is None:
+            refusal = login_refusal(request)
+            if refusal is not None:
+                return _error(
+                    request, "console/login.html", {"form": form}, refusal.code, refusal.message, status=refusal.status
+                )
             return _error(
                 request,
                 "console/login.html",
@@ -98,8 +105,10 @@ def _pending_device(request: HttpRequest) -> TOTPDevice:
 
 
 def _qr_data_uri(url: str) -> str:
-    svg = segno.make(url, error="m").svg_inline(scale=4)
-    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
+    # A standalone SVG document: svg_inline() leaves out the SVG namespace, and an <img> then shows nothing.
+    buffer = io.BytesIO()
+    segno.make(url, error="m").save(buffer, kind="svg", scale=4, xmldecl=False)
+    return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 @require_role(*ALL_ROLES)
