@@ -354,7 +354,7 @@ def plan_capacity(host: Host, choice: ProfileChoice, session_context: int | None
         max_live = LLAMA_MAX_SLOTS
         if in_host:
             notes.append(
-                f"{in_host / 10**9:.1f} GB of weights stay in host memory (--fit on); decoding is slower"
+                f"{in_host / GIB:.1f} GiB of weights stay in host memory (--fit on); decoding is slower"
             )
         if in_host > host.memory_available_bytes - 8 * GIB:
             notes.append("host memory is too small for the weights that do not fit the GPU")
