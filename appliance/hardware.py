@@ -29,6 +29,7 @@ __all__ = [
     "CapacityPlan",
     "Gpu",
     "HardwareError",
+    "MemoryInfoError",
     "Host",
     "NvidiaSmiFailed",
     "NvidiaSmiParseError",
