@@ -131,6 +131,7 @@ class Supervisor:
         poll_interval_s: float = 0.25,
         health_interval_s: float = 5.0,
         unhealthy_after: int = 3,
+        probe_timeout_s: float = 5.0,
         grace_s: float = 20.0,
         max_log_bytes: int = 50 * 1024 * 1024,
     ) -> None:
@@ -139,6 +140,7 @@ class Supervisor:
         self.poll_interval_s = poll_interval_s
         self.health_interval_s = health_interval_s
         self.unhealthy_after = unhealthy_after
+        self.probe_timeout_s = probe_timeout_s
         self.grace_s = grace_s
         self.max_log_bytes = max_log_bytes
         self._engines: dict[str, _Managed] = {}
@@ -287,7 +289,7 @@ class Supervisor:
                 pass
             if managed.stop_event.is_set() or time.monotonic() < next_probe:
                 continue
-            result = probe(managed.launch, timeout=2.0, client=client)
+            result = probe(managed.launch, timeout=self.probe_timeout_s, client=client)
             if managed.state is not EngineState.READY:
                 next_probe = time.monotonic() + self.poll_interval_s
                 if result.ok:
