@@ -122,7 +122,7 @@ WEIGHTS: dict[Profile, Weights] = {
         V4_FLASH_MAX_CONTEXT,
     ),
     # The tiny fixture model: 2 (K and V) x 2 layers x 1 KV head x 64 x 2 bytes (bf16) = 512 B/token.
-    Profile.CPU_ONLY: Weights("Enclave tiny fixture model (random weights)", 878_837, 512, 2048),
+    Profile.CPU_ONLY: Weights("Enclave tiny fixture model (random weights)", 878_797, 512, 2048),
 }
 ENGINE_FOR: dict[Profile, EngineKind] = {
     Profile.VLLM_MULTI_GPU: EngineKind.VLLM_CUDA,

@@ -132,12 +132,12 @@ def test_restart_policy_delays() -> None:
 def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path: Path) -> None:
     stubborn = (
         "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-        "print('up', flush=True); time.sleep(600)"
+        "print('sig' + 'term ignored', flush=True); time.sleep(600)"
     )
     log = tmp_path / "logs" / "stubborn.log"
     with Supervisor(tmp_path / "logs", FAST, grace_s=0.5) as sup:
         sup.start(launch("stubborn", (sys.executable, "-c", stubborn)))
-        wait_for(lambda: log.exists() and "up" in log.read_text(), "the child to ignore SIGTERM")
+        wait_for(lambda: log.exists() and "sigterm ignored" in log.read_text(), "the child to ignore SIGTERM")
         pid = sup.status("stubborn").pid
         assert pid is not None
         status = sup.stop("stubborn")
