@@ -6,6 +6,7 @@ stable code; the build never leaves a half-written output in place of a good one
 
 from image.errors import (
     ClosureMissingPackage,
+    ConfigInvalid,
     ImageError,
     LockStale,
     PackageHashMismatch,
@@ -19,6 +20,7 @@ from image.errors import (
 
 __all__ = [
     "ClosureMissingPackage",
+    "ConfigInvalid",
     "ImageError",
     "LockStale",
     "PackageHashMismatch",

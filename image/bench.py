@@ -61,9 +61,7 @@ def main() -> int:
         "image_bytes_allocated": args.image.stat().st_blocks * 512,
         **boot,
         "reference": "boot_to_kernel_seconds (firmware + SYSLINUX + kernel load), same boot",
-        "ready_over_reference": round(
-            float(boot["boot_to_ready_seconds"]) / float(boot["boot_to_kernel_seconds"]), 2
-        ),
+        "ready_over_reference": round(float(boot["boot_to_ready_seconds"]) / float(boot["boot_to_kernel_seconds"]), 2),
         "ready_means": (
             "HTTPS /healthz 200, console answers via nginx, first boot complete; no engine in the CI image"
         ),

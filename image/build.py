@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from image import debs, disk, fixture, sign, wheels
-from image.errors import ImageError, ProvisionFailed, ProvisionNotIdempotent
+from image.errors import ConfigInvalid, ImageError, ProvisionFailed, ProvisionNotIdempotent
 from image.hashes import atomic_write, sha256_file, write_manifest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,9 +54,7 @@ def _key(*parts: bytes) -> str:
 def closure(build: Path, timer: Timer) -> tuple[Path, Path, list[str]]:
     """The local apt repository and the wheelhouse, from cache when their inputs did not change."""
     packages = debs.read_package_list(HERE / "packages.txt")
-    mmdebstrap = subprocess.run(
-        ["mmdebstrap", "--version"], capture_output=True, text=True, check=True
-    ).stdout
+    mmdebstrap = subprocess.run(["mmdebstrap", "--version"], capture_output=True, text=True, check=True).stdout
     repo = build / "cache" / f"debs-{_key((HERE / 'packages.txt').read_bytes(), mmdebstrap.encode())}"
     with timer.stage("closure-debs"):
         if not (repo / debs.LOCK_NAME).exists():
@@ -75,20 +73,14 @@ def closure(build: Path, timer: Timer) -> tuple[Path, Path, list[str]]:
 
 
 def rootfs(build: Path, repo: Path, packages: list[str], timer: Timer) -> Path:
-    tarball = (
-        build
-        / "cache"
-        / f"rootfs-{_key((repo / debs.LOCK_NAME).read_bytes(), ' '.join(packages).encode())}.tar"
-    )
+    tarball = build / "cache" / f"rootfs-{_key((repo / debs.LOCK_NAME).read_bytes(), ' '.join(packages).encode())}.tar"
     with timer.stage("rootfs"):
         if not tarball.exists():
             debs.build_rootfs(repo, packages, tarball)
     return tarball
 
 
-def in_chroot(
-    root: Path, argv: list[str], *, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
+def in_chroot(root: Path, argv: list[str], *, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run argv inside `root` with networking off (a new, empty network namespace) and /proc, /sys and
     /dev mounted in a private mount namespace (gone when the command ends)."""
     script = (
@@ -228,7 +220,59 @@ def provision(build: Path, tarball: Path, house: Path, keys: Path, timer: Timer)
                 f"the second run of site.yml changed {second} thing(s): {', '.join(changed_tasks(output))}"
             )
     print(f"image: site.yml changed {first} thing(s) on the first run and 0 on the second", flush=True)
+    with timer.stage("check-configs"):
+        check_configs(root)
     return root
+
+
+def _throwaway_tls(crt: Path, key: Path) -> None:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "build-time nginx -t only")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .sign(private, hashes.SHA256())
+    )
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+
+
+def check_configs(root: Path) -> None:
+    """Run each service's own configuration check in the image. The TLS certificate is made at first
+    boot, so nginx is checked with a throwaway one that is removed again."""
+    tls = root / "etc" / "enclave" / "tls"
+    crt, key = tls / "server.crt", tls / "server.key"
+    made = not crt.exists()
+    if made:
+        _throwaway_tls(crt, key)
+    try:
+        for argv in (["/usr/sbin/nginx", "-t", "-q"], ["/usr/sbin/nft", "-c", "-f", "/etc/nftables.conf"]):
+            proc = in_chroot(root, argv)
+            if proc.returncode != 0:
+                raise ConfigInvalid(
+                    f"{' '.join(argv)} refused the configuration: {(proc.stderr + proc.stdout)[-1500:]}"
+                )
+    finally:
+        if made:
+            crt.unlink(missing_ok=True)
+            key.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,9 +34,7 @@ def _kernel(root: Path) -> tuple[Path, Path]:
 
 
 def _du_mib(root: Path) -> int:
-    out = subprocess.run(
-        ["du", "-sm", "--apparent-size", str(root)], capture_output=True, text=True, check=True
-    )
+    out = subprocess.run(["du", "-sm", "--apparent-size", str(root)], capture_output=True, text=True, check=True)
     return int(out.stdout.split()[0])
 
 
@@ -90,9 +88,7 @@ def pack(root: Path, image: Path) -> str:
             f"label: dos\nstart={boot_start}, size={boot_len}, type=c, bootable\n"
             f"start={root_start}, size={root_len}, type=83\n"
         )
-        proc = subprocess.run(
-            ["sfdisk", "-q", str(disk)], input=table, text=True, capture_output=True, check=False
-        )
+        proc = subprocess.run(["sfdisk", "-q", str(disk)], input=table, text=True, capture_output=True, check=False)
         if proc.returncode != 0:
             raise ToolFailed(f"sfdisk failed: {proc.stderr.strip()}")
         with disk.open("r+b") as out:

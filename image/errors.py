@@ -48,6 +48,12 @@ class ProvisionFailed(ImageError):
     code = "IMAGE_PROVISION_FAILED"
 
 
+class ConfigInvalid(ImageError):
+    """A service configuration written by the playbook does not pass its own checker (nginx -t, ...)."""
+
+    code = "IMAGE_CONFIG_INVALID"
+
+
 class ProvisionNotIdempotent(ImageError):
     """A second run of the playbook changed something."""
 

@@ -37,9 +37,7 @@ def write_fixture_model(store: Path, key: Ed25519PrivateKey) -> Path:
     for name, data in files.items():
         atomic_write(version_dir / name, data)
         entries[name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    manifest = json.dumps(
-        {"model": MODEL, "version": VERSION, "files": entries}, indent=1, sort_keys=True
-    ).encode()
+    manifest = json.dumps({"model": MODEL, "version": VERSION, "files": entries}, indent=1, sort_keys=True).encode()
     atomic_write(version_dir / "manifest.json", manifest)
     atomic_write(version_dir / "manifest.sig", key.sign(manifest))
     return version_dir

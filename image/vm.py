@@ -8,6 +8,7 @@ The image itself is never written: each VM runs on a qcow2 overlay backed by it.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import socket
 import ssl
@@ -147,23 +148,33 @@ class VM:
             err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
             raise RuntimeError(f"qemu exited with {self.proc.returncode}: {err[-2000:]}")
 
-    def https_get(self, path: str, timeout: float = 10.0) -> tuple[int, bytes, dict[str, object]]:
-        """One HTTPS GET through the forward (certificate not verified here; returned for checks)."""
+    def https_request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+        timeout: float = 30.0,
+    ) -> tuple[int, http.client.HTTPMessage, bytes, bytes]:
+        """One HTTPS request through the forward as `enclave.local`; returns status, headers, body and the
+        server certificate (DER). The certificate is not verified here: the tests check who issued it."""
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-        with (
-            socket.create_connection(("127.0.0.1", self.forwards[443]), timeout=timeout) as raw,
-            ctx.wrap_socket(raw, server_hostname="enclave.local") as tls,
-        ):
-            der = tls.getpeercert(binary_form=True) or b""
-            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: enclave.local\r\nConnection: close\r\n\r\n".encode())
-            data = b""
-            while chunk := tls.recv(65536):
-                data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1]) if head else 0
-        return status, body, {"der": der, "head": head.decode(errors="replace")}
+        conn = http.client.HTTPSConnection("127.0.0.1", self.forwards[443], timeout=timeout, context=ctx)
+        try:
+            conn.request(method, path, body=body, headers={"Host": "enclave.local", **(headers or {})})
+            response = conn.getresponse()
+            der = conn.sock.getpeercert(binary_form=True) or b""
+            return response.status, response.headers, response.read(), der
+        finally:
+            conn.close()
+
+    def https_get(self, path: str, timeout: float = 10.0) -> tuple[int, bytes, dict[str, object]]:
+        status, headers, body, der = self.https_request("GET", path, timeout=timeout)
+        head = "\n".join(f"{k}: {v}" for k, v in headers.items())
+        return status, body, {"der": der, "head": head}
 
     def wait_https(self, path: str, timeout: float, ok: tuple[int, ...] = (200,)) -> float:
         """Seconds since start when GET `path` first answered with a status in `ok`."""
@@ -176,7 +187,7 @@ class VM:
                 if status in ok:
                     return time.monotonic() - self.started_at
                 last = f"status {status}"
-            except (OSError, ValueError, IndexError) as exc:
+            except (OSError, ValueError, http.client.HTTPException) as exc:
                 last = repr(exc)
             time.sleep(1)
         raise TimeoutError(f"https {path} did not answer {ok} in {timeout} s (last: {last})")

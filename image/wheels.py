@@ -160,6 +160,5 @@ def check_project_needs(project_wheel: Path, lock: Path) -> None:
             req = re.split(r"[\s\[<>=!~;(]", line.split(":", 1)[1].strip(), maxsplit=1)[0]
             if canonical(req) not in pins:
                 raise LockStale(
-                    f"the project needs {req!r} but image/requirements.lock does not pin it: "
-                    "run `make image-lock`"
+                    f"the project needs {req!r} but image/requirements.lock does not pin it: run `make image-lock`"
                 )

@@ -14,7 +14,7 @@ image-lock: venv ## Re-pin the image's Python closure (image/requirements.lock) 
 	$(BIN)/python -c 'from pathlib import Path; from image.wheels import write_lock; write_lock(Path("."), Path("image/requirements.lock"))'
 
 image-test: image ## Boot the image under qemu (TCG unless KVM boots): HTTPS, air gap, model check, clean power-down
-	ENCLAVE_IMAGE=$(IMAGE) $(BIN)/pytest -p no:cacheprovider --timeout=1800 tests/image/vm $(PYTEST_ARGS)
+	$(TEST_ENV) ENCLAVE_IMAGE=$(IMAGE) $(BIN)/pytest -p no:cacheprovider --timeout=1800 tests/image/vm $(PYTEST_ARGS)
 
 lint-ansible: venv ## ansible-lint (production profile) on provisioning/
 	cd provisioning && ../$(BIN)/ansible-lint --profile production site.yml apply-bundle.yml

@@ -22,9 +22,7 @@ def _deb(work: Path, name: str, version: str = "1.0") -> Path:
     )
     out = work / "debs" / f"{name}_{version}_all.deb"
     out.parent.mkdir(exist_ok=True)
-    subprocess.run(
-        ["dpkg-deb", "--build", "--root-owner-group", str(tree), str(out)], check=True, capture_output=True
-    )
+    subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(tree), str(out)], check=True, capture_output=True)
     return out
 
 

@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 FIRSTBOOT = Path(__file__).resolve().parents[2] / "provisioning/roles/enclave_app/files/enclave-firstboot"
-KEY_STEPS = "secret-key,tls,audit-key"
+KEY_STEPS = "secret-key,tls"
 
 
 def _run(root: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -30,7 +30,7 @@ def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
-def test_first_boot_makes_the_ca_the_server_certificate_and_the_keys(tmp_path: Path) -> None:
+def test_first_boot_makes_the_ca_the_server_certificate_and_the_secret_key(tmp_path: Path) -> None:
     proc = _run(tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "first boot complete" in proc.stdout
@@ -42,11 +42,8 @@ def test_first_boot_makes_the_ca_the_server_certificate_and_the_keys(tmp_path: P
     assert isinstance(public, ec.EllipticCurvePublicKey)
     server.verify_directly_issued_by(ca)
     assert oct((tmp_path / "etc/enclave/tls/ca.key").stat().st_mode & 0o777) == "0o600"
-    assert (
-        (tmp_path / "var/lib/enclave/keys/audit-ed25519.pem")
-        .read_bytes()
-        .startswith(b"-----BEGIN PRIVATE KEY")
-    )
+    assert oct((tmp_path / "etc/enclave/secret_key").stat().st_mode & 0o777) == "0o640"
+    assert len((tmp_path / "etc/enclave/secret_key").read_bytes()) >= 64
     assert (tmp_path / "var/lib/enclave/firstboot.done").exists()
 
 
@@ -54,7 +51,6 @@ def test_a_power_cut_after_the_ca_resumes_without_redoing_it(tmp_path: Path) -> 
     cut = _run(tmp_path, ENCLAVE_FIRSTBOOT_KILL_AFTER="tls")
     assert cut.returncode == -signal.SIGKILL
     assert not (tmp_path / "var/lib/enclave/firstboot.done").exists()
-    assert not (tmp_path / "var/lib/enclave/keys/audit-ed25519.pem").exists()
     leftovers = [p.name for p in tmp_path.rglob(".*") if p.is_file()]
     assert leftovers == [], "no temporary file may survive a cut"
     ca_before = (tmp_path / "etc/enclave/tls/ca.crt").read_bytes()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,12 @@ def test_the_committed_lock_pins_every_project_dependency(tmp_path: Path) -> Non
     wheel = wheels.build_project_wheel(repo, tmp_path / "out")
     wheels.check_project_needs(wheel, repo / "image" / "requirements.lock")
     assert "ansible-core" in wheels.read_lock(repo / "image" / "requirements.lock")
+    # The image installs the console from this wheel: every file of the packages must be in it
+    # (templates and static files included), else the console answers 500 on the box.
+    tracked = subprocess.run(
+        ["git", "ls-files", "mgmt", "appliance"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.split()
+    with zipfile.ZipFile(wheel) as zf:
+        shipped = set(zf.namelist())
+    missing = [name for name in tracked if name not in shipped and (repo / name).is_file()]
+    assert missing == [], f"files of the console missing from the wheel: {missing[:10]}"
