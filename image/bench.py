@@ -57,6 +57,7 @@ def main() -> int:
     result = {
         "build_seconds": build["build_seconds"],
         "build_stages_seconds": build["stages"],
+        "build_stages_from_cache": build.get("stages_from_cache", []),
         "image_bytes": args.image.stat().st_size,
         "image_bytes_allocated": args.image.stat().st_blocks * 512,
         **boot,
@@ -69,7 +70,10 @@ def main() -> int:
     }
     atomic_write(args.out, (json.dumps(result, indent=1) + "\n").encode())
     rows = [
-        ("build (this run, cached stages reused)", f"{result['build_seconds']} s"),
+        (
+            "build (this run)",
+            f"{result['build_seconds']} s  (from cache: {', '.join(result['build_stages_from_cache']) or 'none'})",
+        ),
         (
             "image size (sparse / allocated)",
             f"{result['image_bytes'] / 2**20:.0f} MiB / {result['image_bytes_allocated'] / 2**20:.0f} MiB",

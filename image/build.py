@@ -34,6 +34,7 @@ IMAGE_NAME = "enclave.raw"
 class Timer:
     def __init__(self) -> None:
         self.stages: dict[str, float] = {}
+        self.cached: list[str] = []
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -57,7 +58,9 @@ def closure(build: Path, timer: Timer) -> tuple[Path, Path, list[str]]:
     mmdebstrap = subprocess.run(["mmdebstrap", "--version"], capture_output=True, text=True, check=True).stdout
     repo = build / "cache" / f"debs-{_key((HERE / 'packages.txt').read_bytes(), mmdebstrap.encode())}"
     with timer.stage("closure-debs"):
-        if not (repo / debs.LOCK_NAME).exists():
+        if (repo / debs.LOCK_NAME).exists():
+            timer.cached.append("closure-debs")
+        else:
             with tempfile.TemporaryDirectory(dir=build) as tmp:
                 debs.download_closure(packages, Path(tmp) / "debs")
                 debs.make_repository(Path(tmp) / "debs", Path(tmp) / "repo")
@@ -66,7 +69,9 @@ def closure(build: Path, timer: Timer) -> tuple[Path, Path, list[str]]:
     lock = HERE / "requirements.lock"
     house = build / "cache" / f"wheels-{_key(lock.read_bytes())}"
     with timer.stage("closure-wheels"):
-        if not (house / wheels.LOCK_NAME).exists():
+        if (house / wheels.LOCK_NAME).exists():
+            timer.cached.append("closure-wheels")
+        else:
             wheels.build_wheelhouse(lock, house)
         wheels.verify_wheelhouse(house)
     return repo, house, packages
@@ -75,7 +80,9 @@ def closure(build: Path, timer: Timer) -> tuple[Path, Path, list[str]]:
 def rootfs(build: Path, repo: Path, packages: list[str], timer: Timer) -> Path:
     tarball = build / "cache" / f"rootfs-{_key((repo / debs.LOCK_NAME).read_bytes(), ' '.join(packages).encode())}.tar"
     with timer.stage("rootfs"):
-        if not tarball.exists():
+        if tarball.exists():
+            timer.cached.append("rootfs")
+        else:
             debs.build_rootfs(repo, packages, tarball)
     return tarball
 
@@ -300,7 +307,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"image: {exc}", file=sys.stderr)
         return 1
     total = round(time.monotonic() - started, 1)
-    report = {"build_seconds": total, "image_bytes": image.stat().st_size, "stages": timer.stages}
+    report = {
+        "build_seconds": total,
+        "image_bytes": image.stat().st_size,
+        "stages": timer.stages,
+        "stages_from_cache": timer.cached,
+    }
     atomic_write(build / "out" / "build-times.json", (json.dumps(report, indent=1) + "\n").encode())
     print(f"image: {image} ({image.stat().st_size} bytes) built in {total} s: {timer.stages}", flush=True)
     return 0

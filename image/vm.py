@@ -27,7 +27,7 @@ def free_port() -> int:
         return port
 
 
-def _qemu_argv(disk: Path, accel: str, serial: Path, extra: list[str]) -> list[str]:
+def _qemu_argv(disk: Path, accel: str, serial: Path, extra: list[str], cache: str = "unsafe") -> list[str]:
     cpu = ["-cpu", "host"] if accel == "kvm" else ["-cpu", "max"]
     return [
         QEMU,
@@ -40,7 +40,7 @@ def _qemu_argv(disk: Path, accel: str, serial: Path, extra: list[str]) -> list[s
         "2",
         "-no-reboot",
         "-drive",
-        f"file={disk},format=qcow2,if=virtio,cache=unsafe",
+        f"file={disk},format=qcow2,if=virtio,cache={cache}",
         "-display",
         "none",
         "-monitor",
@@ -93,6 +93,9 @@ class VM:
     accel: str = "tcg"
     fw_cfg: dict[str, str] = field(default_factory=dict)
     forwards: dict[int, int] = field(default_factory=dict)  # guest port -> host port
+    # "unsafe" ignores the guest's flushes (fast); "writeback" honours them, so that killing qemu is a
+    # power cut that loses only what the guest had not yet flushed.
+    cache: str = "unsafe"
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
 
@@ -124,7 +127,7 @@ class VM:
             extra += ["-fw_cfg", f"name={name},string={value}"]
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
-            _qemu_argv(disk, self.accel, self.serial, extra),
+            _qemu_argv(disk, self.accel, self.serial, extra, self.cache),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )

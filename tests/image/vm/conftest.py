@@ -62,10 +62,16 @@ def listener() -> Iterator[Listener]:
 
 
 @pytest.fixture(scope="session")
-def machine(image: Path, listener: Listener, tmp_path_factory: pytest.TempPathFactory) -> Iterator[vm.VM]:
+def accel(image: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """KVM only where a short boot probe shows it works (not on the CI machines: TCG)."""
+    chosen = "kvm" if vm.kvm_boots(image, tmp_path_factory.mktemp("kvm-probe")) else "tcg"
+    print(f"\nimage-test: accelerator {chosen}")
+    return chosen
+
+
+@pytest.fixture(scope="session")
+def machine(image: Path, accel: str, listener: Listener, tmp_path_factory: pytest.TempPathFactory) -> Iterator[vm.VM]:
     work = tmp_path_factory.mktemp("vm")
-    accel = "kvm" if vm.kvm_boots(image, work) else "tcg"
-    print(f"\nimage-test: accelerator {accel}")
     guest = vm.VM(
         image=image,
         work=work,
