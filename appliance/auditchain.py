@@ -206,12 +206,14 @@ class ChainVerifier:
             return GENESIS
         return bytes.fromhex(anchor.hash)
 
-    def verify(self, rows: Iterable[SealedRow]) -> Report:
+    def verify(self, rows: Iterable[SealedRow], *, after: tuple[int, str] | None = None) -> Report:
+        """Check `rows`. `after=(seq, stored hash hex)` continues from the row before the first one, so a
+        long trail can be verified in ranges in parallel (each row needs only its predecessor's seal)."""
         report = Report()
         findings = report.findings
         checkpoints = self._checkpoints
-        previous: bytes | None = None
-        expected_seq = 0
+        previous: bytes | None = None if after is None else bytes.fromhex(after[1])
+        expected_seq = 0 if after is None else after[0] + 1
         sha256 = hashlib.sha256
         for seq, event, stored in rows:
             if previous is None:
@@ -230,9 +232,7 @@ class ChainVerifier:
             expected_seq += 1
             if event is None:
                 findings.append(
-                    Finding(
-                        "audit.event_deleted", seq, None, f"the event sealed at seq {seq} has been deleted"
-                    )
+                    Finding("audit.event_deleted", seq, None, f"the event sealed at seq {seq} has been deleted")
                 )
                 previous = bytes.fromhex(stored)
                 continue
