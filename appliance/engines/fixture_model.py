@@ -65,9 +65,7 @@ class FixtureModelError(Exception):
 
 def _byte_alphabet() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character map, which tokenizers' ByteLevel uses."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
-    )
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
     chars = list(printable)
     extra = 0
     for b in range(256):

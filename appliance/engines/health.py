@@ -84,9 +84,7 @@ def scrape_load(launch: EngineLaunch, timeout: float = 2.0) -> EngineLoad | None
     return parse_load(response.text)
 
 
-async def ascrape_load(
-    launch: EngineLaunch, client: httpx.AsyncClient, timeout: float = 2.0
-) -> EngineLoad | None:
+async def ascrape_load(launch: EngineLaunch, client: httpx.AsyncClient, timeout: float = 2.0) -> EngineLoad | None:
     """The async form of scrape_load, for the gateway's event loop."""
     if launch.metrics_url is None:
         return None

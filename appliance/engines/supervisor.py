@@ -64,9 +64,7 @@ class RestartPolicy:
             raise InvalidEngineOption("restart policy: need 0 <= initial <= max delay and factor >= 1")
 
     def delay(self, consecutive_failures: int) -> float:
-        return float(
-            min(self.max_delay_s, self.initial_delay_s * self.factor ** max(0, consecutive_failures - 1))
-        )
+        return float(min(self.max_delay_s, self.initial_delay_s * self.factor ** max(0, consecutive_failures - 1)))
 
 
 @dataclass(frozen=True)
@@ -163,9 +161,7 @@ class Supervisor:
             managed = _Managed(launch, self.log_dir / f"{launch.name}.log")
             self._engines[launch.name] = managed
         managed.set_state(EngineState.STARTING)
-        managed.thread = threading.Thread(
-            target=self._run, args=(managed,), name=f"engine-{launch.name}", daemon=True
-        )
+        managed.thread = threading.Thread(target=self._run, args=(managed,), name=f"engine-{launch.name}", daemon=True)
         managed.thread.start()
         return managed.status()
 
@@ -273,9 +269,7 @@ class Supervisor:
                 self._note(log, f"start #{managed.starts} failed: {exc}")
                 managed.proc = None
                 return None
-            self._note(
-                log, f"start #{managed.starts}: pid {managed.proc.pid}: {' '.join(managed.launch.argv)}"
-            )
+            self._note(log, f"start #{managed.starts}: pid {managed.proc.pid}: {' '.join(managed.launch.argv)}")
             return managed.proc
 
     def _watch(self, managed: _Managed, proc: subprocess.Popen[bytes], client: httpx.Client) -> int:
@@ -319,13 +313,9 @@ class Supervisor:
                         break
                     with managed.cond:
                         managed.last_exit_code = code
-                    consecutive = (
-                        1 if time.monotonic() - started >= self.policy.reset_after_s else consecutive + 1
-                    )
+                    consecutive = 1 if time.monotonic() - started >= self.policy.reset_after_s else consecutive + 1
                     if self.policy.max_restarts is not None and managed.restarts >= self.policy.max_restarts:
-                        self._note(
-                            log, f"exited with code {code}; giving up after {managed.restarts} restarts"
-                        )
+                        self._note(log, f"exited with code {code}; giving up after {managed.restarts} restarts")
                         managed.set_state(EngineState.FAILED)
                         return
                     delay = self.policy.delay(consecutive)

@@ -245,9 +245,7 @@ def test_ipv6_loopback_is_bracketed() -> None:
             "engine.invalid_option",
         ),
         (
-            lambda: LlamaCppEngine(
-                name="l", model=Path("/m"), served_model_name="m", port=1, cache_type="q3"
-            ),
+            lambda: LlamaCppEngine(name="l", model=Path("/m"), served_model_name="m", port=1, cache_type="q3"),
             InvalidEngineOption,
             "engine.invalid_option",
         ),

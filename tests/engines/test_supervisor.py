@@ -148,9 +148,7 @@ def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path: Path) -> No
 
 
 def test_unhealthy_engine_is_killed_and_restarted(tmp_path: Path, site: Path) -> None:
-    with Supervisor(
-        tmp_path / "logs", FAST, poll_interval_s=0.05, health_interval_s=0.1, unhealthy_after=3
-    ) as sup:
+    with Supervisor(tmp_path / "logs", FAST, poll_interval_s=0.05, health_interval_s=0.1, unhealthy_after=3) as sup:
         sup.start(http_server("sick", site))
         sup.wait_ready("sick", timeout=30)
         (site / "health").unlink()  # /health now answers 404

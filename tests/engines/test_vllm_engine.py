@@ -74,9 +74,7 @@ def test_streaming_chunks(vllm_engine: RunningEngine) -> None:
         "max_tokens": 6,
         "stream": True,
     }
-    with httpx.stream(
-        "POST", f"{vllm_engine.base_url}/v1/chat/completions", json=body, timeout=60
-    ) as response:
+    with httpx.stream("POST", f"{vllm_engine.base_url}/v1/chat/completions", json=body, timeout=60) as response:
         assert response.status_code == 200
         events = [line for line in response.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "data: [DONE]"
