@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "mgmt.accounts",
     "mgmt.audit",
     "mgmt.console",
+    "mgmt.routing",
 ]
 
 MIDDLEWARE = [
