@@ -45,11 +45,23 @@ def _end_purge() -> None:
 def purge_expired(*, days: int | None = None) -> PurgeResult:
     if days is None:
         days = int(load_policy(settings.POLICY_DIR, "retention")["audit_events_days"])
-    cutoff = format_ts(timezone.now() - timedelta(days=days))
+    cutoff = timezone.now() - timedelta(days=days)
     with transaction.atomic():
-        checkpoint = AuditCheckpoint.objects.filter(signed_at__lt=cutoff).order_by("-seq").first()
         first = AuditSeal.objects.order_by("seq").values_list("seq", flat=True).first()
-        if checkpoint is None or first is None or checkpoint.seq < first:
+        if first is None:
+            return PurgeResult(0, 0)
+        # The first sealed event still inside the retention period; purge stops at a checkpoint before it.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT min(s.seq) FROM audit_seal s JOIN audit_event e ON e.id = s.event_id WHERE e.ts >= %s",
+                [cutoff],
+            )
+            keep_from = cursor.fetchone()[0]
+        candidates = AuditCheckpoint.objects.filter(seq__gte=first)
+        if keep_from is not None:
+            candidates = candidates.filter(seq__lt=keep_from)
+        checkpoint = candidates.order_by("-seq").first()
+        if checkpoint is None:
             return PurgeResult(0, 0)
         seals = AuditSeal.objects.filter(seq__lte=checkpoint.seq)
         _allow_purge()
@@ -68,6 +80,7 @@ def purge_expired(*, days: int | None = None) -> PurgeResult:
                 "checkpoint_hash": checkpoint.hash,
                 "events": purged,
                 "retention_days": days,
+                "cutoff": format_ts(cutoff),
             },
         )
         return PurgeResult(purged, checkpoint.seq)
