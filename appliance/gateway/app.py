@@ -233,7 +233,7 @@ class Gateway:
                         body,
                         call,
                         send,
-                        lambda c: self.audit.write(self.row(c, key, "", action="gateway.stream_open")),
+                        lambda c: self._audited(c, key, "gateway.stream_open"),
                         lambda c: self._audited(c, key),
                         request.wants_usage,
                         self.clock,
@@ -274,9 +274,9 @@ class Gateway:
                 group.remove(pick)
         return ordered
 
-    async def _audited(self, call: Call, key: KeyEntry | None) -> None:
+    async def _audited(self, call: Call, key: KeyEntry | None, action: str = "gateway.request") -> None:
         try:
-            await self.audit.write(self.row(call, key, ""))
+            await self.audit.write(self.row(call, key, "", action=action))
         except AuditUnavailable:
             metrics.AUDIT_FAILURES.inc()
             raise GatewayError(

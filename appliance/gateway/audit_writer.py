@@ -92,7 +92,10 @@ class AuditWriter:
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = await psycopg.AsyncConnection.connect(
-                self.database_url, autocommit=True, connect_timeout=3
+                self.database_url,
+                autocommit=True,
+                connect_timeout=3,
+                application_name="enclave-gateway-audit",
             )
         return self._conn
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 
-from .audit_writer import AuditUnavailable
 from .errors import GatewayError, error_body
 
 __all__ = ["BeforeFirstByte", "Call", "forward_stream", "forward_unary"]
@@ -175,7 +174,7 @@ async def forward_stream(
             raise BeforeFirstByte(
                 GatewayError(502, "upstream_invalid_response", "The engine sent a stream that is not SSE.")
             )
-        await opened  # AuditUnavailable propagates: nothing has been sent yet
+        await opened  # GatewayError(audit_unavailable) propagates: nothing has been sent yet
         call.response_started = True
         call.first_byte_ms = (clock() - call.started) * 1000
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
@@ -188,7 +187,7 @@ async def forward_stream(
     try:
         await audit(call)
         tail = DONE + b"\n\n" if finished else _error_event(call)
-    except AuditUnavailable:
+    except GatewayError:
         call.status, call.code = 503, "audit_unavailable"
         tail = (
             b"data: "

@@ -177,7 +177,9 @@ class SnapshotKeeper:
         self._on_reload = on_reload
 
     async def reload(self) -> Snapshot:
-        async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as conn:
+        async with await psycopg.AsyncConnection.connect(
+            self.database_url, autocommit=True, connect_timeout=3, application_name="enclave-gateway-snapshot"
+        ) as conn:
             snapshot = await load_snapshot(conn)
         self.current = snapshot
         self.reloads += 1
