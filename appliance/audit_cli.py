@@ -20,11 +20,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     verify.add_argument("--public-key", type=Path, help="the appliance's audit public key (with --export)")
     verify.set_defaults(func=_verify)
 
-    export = commands.add_parser("export", help="export the trail (JSONL + checkpoints) into an empty directory")
+    export = commands.add_parser(
+        "export", help="export the trail (JSONL + checkpoints) into an empty directory"
+    )
     export.add_argument("directory", type=Path)
     export.set_defaults(func=_export)
 
-    seal = commands.add_parser("seal", help="seal pending events now (celery beat does this every few seconds)")
+    seal = commands.add_parser(
+        "seal", help="seal pending events now (celery beat does this every few seconds)"
+    )
     seal.set_defaults(func=_seal)
 
 
@@ -46,8 +50,10 @@ def _django() -> None:
 def _verify(args: Any) -> int:
     if args.export is not None:
         if args.public_key is None:
-            print("enclavectl: --export needs --public-key (the key you trust, not the copy in the export)",
-                  file=sys.stderr)
+            print(
+                "enclavectl: --export needs --public-key (the key you trust, not the copy in the export)",
+                file=sys.stderr,
+            )
             return 2
         try:
             checkpoints, rows = read_export(args.export)
@@ -75,7 +81,11 @@ def _export(args: Any) -> int:
         print(f"enclavectl: audit.export_failed: {exc}", file=sys.stderr)
         return 2
     with transaction.atomic():
-        record_event("audit.export", actor_label="enclavectl", data={"events": events, "directory": str(args.directory)})
+        record_event(
+            "audit.export",
+            actor_label="enclavectl",
+            data={"events": events, "directory": str(args.directory)},
+        )
     print(f"exported {events} events and {checkpoints} checkpoints to {args.directory}")
     return 0
 

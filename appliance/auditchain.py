@@ -97,7 +97,14 @@ class Checkpoint:
     signature: str = ""  # base64 Ed25519 over payload()
 
     def payload(self) -> bytes:
-        body = ["enclave-audit-checkpoint-v1", self.seq, self.event_id, self.hash, self.signed_at, self.key_id]
+        body = [
+            "enclave-audit-checkpoint-v1",
+            self.seq,
+            self.event_id,
+            self.hash,
+            self.signed_at,
+            self.key_id,
+        ]
         return _dumps(body).encode("utf-8")
 
     def verify(self, public_key: Ed25519PublicKey) -> bool:
@@ -223,7 +230,9 @@ class ChainVerifier:
             expected_seq += 1
             if event is None:
                 findings.append(
-                    Finding("audit.event_deleted", seq, None, f"the event sealed at seq {seq} has been deleted")
+                    Finding(
+                        "audit.event_deleted", seq, None, f"the event sealed at seq {seq} has been deleted"
+                    )
                 )
                 previous = bytes.fromhex(stored)
                 continue
@@ -251,13 +260,21 @@ class ChainVerifier:
         report.checkpoints_checked += 1
         if not checkpoint.verify(self._public_key):
             report.findings.append(
-                Finding("audit.checkpoint_signature", seq, checkpoint.event_id,
-                        f"the checkpoint at seq {seq} has a bad signature")
+                Finding(
+                    "audit.checkpoint_signature",
+                    seq,
+                    checkpoint.event_id,
+                    f"the checkpoint at seq {seq} has a bad signature",
+                )
             )
         elif checkpoint.hash != computed.hex():
             report.findings.append(
-                Finding("audit.checkpoint_mismatch", seq, checkpoint.event_id,
-                        f"the chain at seq {seq} differs from the signed checkpoint: seals were rewritten")
+                Finding(
+                    "audit.checkpoint_mismatch",
+                    seq,
+                    checkpoint.event_id,
+                    f"the chain at seq {seq} differs from the signed checkpoint: seals were rewritten",
+                )
             )
         else:
             report.last_checkpoint = checkpoint

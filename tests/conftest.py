@@ -4,6 +4,7 @@ REDIS_URL and starts them); fixtures in tests/fixtures start the other real proc
 pytest_plugins = [
     "tests.fixtures.personas",
     "tests.fixtures.processes",
+    "tests.fixtures.engine",
 ]
 
 

@@ -20,7 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _events(n: int, **extra) -> list[AuditEvent]:
-    return [record_event("test.event", data={"n": i, "text": "naïve – ü", "ratio": 0.1 * i}, **extra) for i in range(n)]
+    return [
+        record_event("test.event", data={"n": i, "text": "naïve – ü", "ratio": 0.1 * i}, **extra)
+        for i in range(n)
+    ]
 
 
 @pytest.mark.django_db
@@ -124,8 +127,21 @@ def test_export_verifies_offline_with_only_the_files_and_public_key(tmp_path: Pa
     # The same through enclavectl, in a process with no database configured at all.
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     ok = subprocess.run(
-        [sys.executable, "-m", "appliance.cli", "audit", "verify", "--export", str(export), "--public-key", str(public)],
-        cwd=ROOT, env=env, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "appliance.cli",
+            "audit",
+            "verify",
+            "--export",
+            str(export),
+            "--public-key",
+            str(public),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert ok.returncode == 0, ok.stderr
     assert "17 events, chain intact, last checkpoint signed at" in ok.stdout
@@ -137,8 +153,21 @@ def test_export_verifies_offline_with_only_the_files_and_public_key(tmp_path: Pa
     lines[6] = json.dumps(record)
     (export / "events.jsonl").write_text("\n".join(lines) + "\n")
     bad = subprocess.run(
-        [sys.executable, "-m", "appliance.cli", "audit", "verify", "--export", str(export), "--public-key", str(public)],
-        cwd=ROOT, env=env, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "appliance.cli",
+            "audit",
+            "verify",
+            "--export",
+            str(export),
+            "--public-key",
+            str(public),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert bad.returncode == 1
     assert f"event {record['event']['id']} (seq 7)" in bad.stdout
