@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
+import aiohttp
 
 from . import metrics
 from .audit_writer import AuditRow, AuditUnavailable, AuditWriter
@@ -47,18 +47,21 @@ class Gateway:
             config.database_url, config.redis_url, config.reload_seconds, on_reload=self._on_reload
         )
         self.audit = AuditWriter(config.database_url, config.audit_batch_max)
-        self.client: httpx.AsyncClient | None = None
+        self.client: aiohttp.ClientSession | None = None
         self.limiters: dict[int, FairLimiter] = {}
         self.down_until: dict[int, float] = {}
         self.clock = time.monotonic
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def startup(self) -> None:
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(
-                self.config.read_timeout_seconds, connect=self.config.connect_timeout_seconds, pool=None
+        self.client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=self.config.connect_timeout_seconds,
+                sock_read=self.config.read_timeout_seconds,
             ),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=512),
+            auto_decompress=False,
             trust_env=False,
         )
         await self.audit.start()
@@ -68,7 +71,7 @@ class Gateway:
         await self.keeper.stop()
         await self.audit.stop()
         if self.client is not None:
-            await self.client.aclose()
+            await self.client.close()
 
     def _on_reload(self, snapshot: Snapshot) -> None:
         metrics.SNAPSHOT_RELOADS.inc()
@@ -400,7 +403,8 @@ async def _wait_disconnect(receive: Receive) -> None:
 async def _respond(
     send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": headers or JSON_HEADERS})
+    head = [*(headers or JSON_HEADERS), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": body})
 
 

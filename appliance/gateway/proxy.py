@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 
 from .errors import GatewayError, error_body
 
@@ -21,12 +21,23 @@ __all__ = ["BeforeFirstByte", "Call", "forward_stream", "forward_unary"]
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 JSON_HEADERS = [(b"content-type", b"application/json")]
+UPSTREAM_HEADERS = {"Content-Type": "application/json"}
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
 DONE = b"data: [DONE]"
+# How vLLM, llama.cpp and ds4 word "the input does not fit the context".
+_CONTEXT_MARKERS = (
+    "maximum context length",
+    "context length",
+    "maximum model length",
+    "max_model_len",
+    "context_length_exceeded",
+    "exceeds the available context",
+    "context size",
+)
 
 
 class BeforeFirstByte(Exception):
@@ -71,7 +82,7 @@ def _upstream_error(status: int, content: bytes) -> GatewayError | BeforeFirstBy
             GatewayError(502, "upstream_error", f"The engine failed ({status}); try again shortly.")
         )
     lowered = message.lower()
-    if "context" in lowered and ("length" in lowered or "maximum" in lowered or "too long" in lowered):
+    if any(marker in lowered for marker in _CONTEXT_MARKERS):
         return GatewayError(
             400, "context_length_exceeded", message or "The input is longer than the model allows."
         )
@@ -85,19 +96,23 @@ def _usage(call: Call, usage: Any) -> None:
         call.completion_tokens = completion if isinstance(completion, int) else None
 
 
-def _transport_failure(exc: httpx.HTTPError) -> BeforeFirstByte:
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+def _transport_failure(exc: BaseException) -> BeforeFirstByte:
+    if isinstance(exc, aiohttp.ClientConnectorError):
         return BeforeFirstByte(
             GatewayError(503, "upstream_unavailable", "The engine is not reachable; try again shortly."),
             connect_failed=True,
         )
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, TimeoutError):
         return BeforeFirstByte(GatewayError(504, "upstream_timeout", "The engine did not answer in time."))
     return BeforeFirstByte(GatewayError(502, "upstream_failed", "The engine closed the connection."))
 
 
+# What a failing engine connection raises: aiohttp's errors and timeouts.
+TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError)
+
+
 async def forward_unary(
-    client: httpx.AsyncClient,
+    session: aiohttp.ClientSession,
     url: str,
     body: bytes,
     call: Call,
@@ -105,12 +120,13 @@ async def forward_unary(
     audit: Callable[[Call], Awaitable[None]],
 ) -> None:
     try:
-        response = await client.post(url, content=body, headers=JSON_HEADERS)
-    except httpx.HTTPError as exc:
+        async with session.post(url, data=body, headers=UPSTREAM_HEADERS) as response:
+            status = response.status
+            content = await response.read()
+    except TRANSPORT_ERRORS as exc:
         raise _transport_failure(exc) from None
-    if response.status_code != 200:
-        raise _upstream_error(response.status_code, response.content)
-    content = response.content
+    if status != 200:
+        raise _upstream_error(status, content)
     try:
         parsed = json.loads(content)
     except (ValueError, UnicodeDecodeError):
@@ -123,9 +139,10 @@ async def forward_unary(
         )
     _usage(call, parsed.get("usage"))
     call.status, call.code = 200, ""
-    await audit(call)  # raises AuditUnavailable: the caller answers 503 instead
+    await audit(call)  # raises GatewayError(audit_unavailable): the caller answers 503 instead
     call.response_started = True
-    await send({"type": "http.response.start", "status": 200, "headers": JSON_HEADERS})
+    headers = [*JSON_HEADERS, (b"content-length", str(len(content)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": content})
 
 
@@ -135,7 +152,7 @@ def _looks_like_sse(chunk: bytes) -> bool:
 
 
 async def forward_stream(
-    client: httpx.AsyncClient,
+    session: aiohttp.ClientSession,
     url: str,
     body: bytes,
     call: Call,
@@ -145,26 +162,25 @@ async def forward_stream(
     wants_usage: bool,
     clock: Callable[[], float],
 ) -> None:
-    request = client.build_request("POST", url, content=body, headers=JSON_HEADERS)
     try:
-        response = await client.send(request, stream=True)
-    except httpx.HTTPError as exc:
+        response = await session.post(url, data=body, headers=UPSTREAM_HEADERS)
+    except TRANSPORT_ERRORS as exc:
         raise _transport_failure(exc) from None
     try:
-        if response.status_code != 200:
+        if response.status != 200:
             try:
-                content = await response.aread()
-            except httpx.HTTPError as exc:
+                content = await response.read()
+            except TRANSPORT_ERRORS as exc:
                 raise _transport_failure(exc) from None
-            raise _upstream_error(response.status_code, content)
-        chunks = response.aiter_raw()
+            raise _upstream_error(response.status, content)
+        chunks = response.content.iter_any()
         # The open event is committed while the engine works on the first token.
         opened = asyncio.ensure_future(audit_open(call))
         try:
             first = await anext(chunks)
-        except (httpx.HTTPError, StopAsyncIteration) as exc:
+        except (*TRANSPORT_ERRORS, StopAsyncIteration) as exc:
             await asyncio.gather(opened, return_exceptions=True)
-            if isinstance(exc, httpx.HTTPError):
+            if not isinstance(exc, StopAsyncIteration):
                 raise _transport_failure(exc) from None
             raise BeforeFirstByte(
                 GatewayError(502, "upstream_invalid_response", "The engine closed the stream without data.")
@@ -180,7 +196,12 @@ async def forward_stream(
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         finished = await _pump(first, chunks, call, send, wants_usage)
     finally:
-        await response.aclose()
+        # Not read to the end (client gone, engine died): the connection is closed, which makes the
+        # engine abort the request; read to the end: it goes back to the pool.
+        if response.content.at_eof():
+            response.release()
+        else:
+            response.close()
     if finished:
         call.status, call.code = 200, ""
     tail: bytes
@@ -238,9 +259,6 @@ async def _pump(first: bytes, chunks: Any, call: Call, send: Send, wants_usage: 
             return True
         try:
             buffer += await anext(chunks)
-        except StopAsyncIteration:
-            call.status, call.code = 502, "upstream_interrupted"
-            return False
-        except httpx.HTTPError:
+        except (*TRANSPORT_ERRORS, StopAsyncIteration):
             call.status, call.code = 502, "upstream_interrupted"
             return False
