@@ -255,7 +255,6 @@ def start_litellm(
         log_dir / "litellm.log",
         env,
     )
-    wait_http(port, "/health/liveliness", 180, proc)
     return proc, port
 
 
@@ -338,6 +337,9 @@ def main() -> int:
         fast, fast_port = start_upstream(log_dir, "--chunks", "8")
         slow, slow_port = start_upstream(log_dir, "--chunks", "120", "--chunk-delay", "0.25")
         procs += [fast, slow]
+        # LiteLLM takes a while to import: start it first, wait for it last.
+        litellm, ll_port = start_litellm(args.litellm, fast_port, log_dir, args.workers)
+        procs.append(litellm)
         key = prepare_database(args.database_url, {"default": fast_port, "slow": slow_port})
         gw_port = free_port()
         env = {
@@ -368,8 +370,7 @@ def main() -> int:
         )
         procs.append(gateway)
         wait_http(gw_port, "/healthz", 60, gateway)
-        litellm, ll_port = start_litellm(args.litellm, fast_port, log_dir, args.workers)
-        procs.append(litellm)
+        wait_http(ll_port, "/health/liveliness", 420, litellm)
 
         body = {"model": "default", "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 8}
         raw_direct = http_request(
