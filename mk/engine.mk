@@ -8,10 +8,6 @@ FIXTURE_MODEL_DIR := build/fixture-model
 
 TEST_PREREQS += engine
 BENCH_TARGETS += bench-engine
-# The top Makefile expands $(TEST_PREREQS)/$(BENCH_TARGETS) in its rules before it includes mk/*.mk,
-# so the two lines above alone would not reach those rules; these add the prerequisites directly.
-test-python: engine
-bench: bench-engine
 
 # Quirks handled here (NOTES.md): torch 2.13.0+cpu comes from the local wheel folder; PyPI's
 # torchvision/torchaudio/torchcodec break transformers beside the CPU torch, so they are removed;
