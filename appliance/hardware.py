@@ -14,7 +14,6 @@ import io
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,19 +164,18 @@ def parse_nvidia_smi_csv(text: str) -> tuple[Gpu, ...]:
     return tuple(gpus)
 
 
-Runner = Callable[[Sequence[str]], subprocess.CompletedProcess[str]]
-
-
-def _run(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=30, check=False)
-
-
-def query_gpus(nvidia_smi: str | None = None, runner: Runner = _run) -> tuple[Gpu, ...]:
+def query_gpus(nvidia_smi: str | None = None, timeout_s: float = 30.0) -> tuple[Gpu, ...]:
     """The host's NVIDIA GPUs; () where there is no nvidia-smi or it finds no device."""
     exe = nvidia_smi or shutil.which("nvidia-smi")
     if exe is None:
         return ()
-    result = runner([exe, f"--query-gpu={','.join(NVIDIA_SMI_FIELDS)}", "--format=csv,nounits"])
+    argv = [exe, f"--query-gpu={','.join(NVIDIA_SMI_FIELDS)}", "--format=csv,nounits"]
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise NvidiaSmiFailed(f"nvidia-smi did not answer within {timeout_s:.0f} s (a hung driver?)") from exc
+    except OSError as exc:
+        raise NvidiaSmiFailed(f"nvidia-smi could not be run: {exc}") from exc
     if result.returncode != 0:
         if _NO_DEVICES in result.stdout + result.stderr:
             return ()

@@ -100,6 +100,13 @@ def test_query_gpus_no_devices_and_failure(tmp_path: Path) -> None:
         query_gpus(broken)
     assert info.value.code == "hardware.nvidia_smi_failed"
     assert "could not communicate" in str(info.value)
+    hung = fake_nvidia_smi(tmp_path, "exec sleep 30")
+    with pytest.raises(NvidiaSmiFailed) as hung_info:
+        query_gpus(hung, timeout_s=0.5)
+    assert "did not answer" in str(hung_info.value)
+    with pytest.raises(NvidiaSmiFailed) as missing:
+        query_gpus(str(tmp_path / "no-such-nvidia-smi"))
+    assert missing.value.code == "hardware.nvidia_smi_failed"
 
 
 def test_meminfo_and_cpuinfo() -> None:
