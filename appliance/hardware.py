@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import csv
 import enum
+import functools
 import io
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from appliance.engines.base import EngineAdapter, EngineKind
@@ -28,6 +29,7 @@ __all__ = [
     "CapacityPlan",
     "Gpu",
     "HardwareError",
+    "HardwareReport",
     "Host",
     "MemoryInfoError",
     "NvidiaSmiFailed",
@@ -35,9 +37,11 @@ __all__ = [
     "Profile",
     "ProfileChoice",
     "Weights",
+    "cached_report",
     "choose_profile",
     "detect_host",
     "engines_for",
+    "hardware_report",
     "parse_cpuinfo",
     "parse_meminfo",
     "parse_nvidia_smi_csv",
@@ -421,3 +425,39 @@ def engines_for(choice: ProfileChoice, plan: CapacityPlan, model: Path | None = 
             max_model_len=plan.largest_context,
         )
     ]
+
+
+# -- one call for the console and the CLI ---------------------------------------------------------
+@dataclass(frozen=True)
+class HardwareReport:
+    host: Host
+    choice: ProfileChoice
+    plan: CapacityPlan
+    engines: tuple[EngineAdapter, ...]
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form (the console renders it; `enclavectl hardware --json` prints it)."""
+        return {
+            "host": asdict(self.host),
+            "profile": asdict(self.choice),
+            "plan": asdict(self.plan),
+            "engines": [
+                {"name": e.name, "kind": str(e.kind), "base_url": e.base_url, "max_context": e.context_length()}
+                for e in self.engines
+            ],
+        }
+
+
+def hardware_report(
+    proc: Path = Path("/proc"), gpus: tuple[Gpu, ...] | None = None, session_context: int | None = None
+) -> HardwareReport:
+    host = detect_host(proc, gpus=gpus)
+    choice = choose_profile(host)
+    plan = plan_capacity(host, choice, session_context)
+    return HardwareReport(host, choice, plan, tuple(engines_for(choice, plan)))
+
+
+@functools.lru_cache(maxsize=1)
+def cached_report() -> HardwareReport:
+    """This machine's report, computed once per process (nvidia-smi is slow; hardware does not change)."""
+    return hardware_report()
