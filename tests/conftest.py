@@ -6,6 +6,7 @@ pytest_plugins = [
     "tests.fixtures.processes",
     "tests.fixtures.slapd",
     "tests.fixtures.browser",
+    "tests.fixtures.engine",
 ]
 
 

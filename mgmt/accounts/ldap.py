@@ -60,8 +60,7 @@ DIRECTORY_REFUSALS = {
         LoginRefusal(
             "auth.directory_group",
             403,
-            "Your directory account is not in the group allowed to use Enclave. "
-            "Ask your IT team to add you to it.",
+            "Your directory account is not in the group allowed to use Enclave. Ask your IT team to add you to it.",
         ),
         LoginRefusal(
             "auth.directory_no_department",

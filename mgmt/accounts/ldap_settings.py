@@ -45,9 +45,7 @@ def directory_settings() -> dict[str, Any]:
             ldap.SCOPE_SUBTREE,
             env_str("ENCLAVE_LDAP_USER_FILTER", "(uid=%(user)s)"),
         ),
-        AUTH_LDAP_GROUP_SEARCH=LDAPSearch(
-            env_str("ENCLAVE_LDAP_GROUP_BASE"), ldap.SCOPE_SUBTREE, "(objectClass=*)"
-        ),
+        AUTH_LDAP_GROUP_SEARCH=LDAPSearch(env_str("ENCLAVE_LDAP_GROUP_BASE"), ldap.SCOPE_SUBTREE, "(objectClass=*)"),
         AUTH_LDAP_GROUP_TYPE=(
             NestedActiveDirectoryGroupType() if group_type == "activedirectory" else GroupOfNamesType()
         ),

@@ -43,8 +43,12 @@ def on_login_failed(sender: Any, credentials: dict[str, Any], request: Any = Non
         reason = "bad_password"
     with transaction.atomic():
         record_event(
-            "auth.login_failed", actor=user, actor_label=username, outcome="denied",
-            data={"reason": reason}, request=request,
+            "auth.login_failed",
+            actor=user,
+            actor_label=username,
+            outcome="denied",
+            data={"reason": reason},
+            request=request,
         )
 
 
@@ -53,6 +57,10 @@ def on_locked_out(sender: Any, request: Any = None, username: str = "", **kwargs
     user = User.objects.filter(username=username).first()
     with transaction.atomic():
         record_event(
-            "auth.lockout", actor=user, actor_label=username, outcome="denied",
-            data={"reason": "too_many_failures"}, request=request,
+            "auth.lockout",
+            actor=user,
+            actor_label=username,
+            outcome="denied",
+            data={"reason": "too_many_failures"},
+            request=request,
         )

@@ -42,7 +42,8 @@ class DepartmentForm(forms.Form):
 
 class UserForm(forms.Form):
     username = forms.RegexField(
-        regex=r"^[\w.@+-]+$", max_length=150,
+        regex=r"^[\w.@+-]+$",
+        max_length=150,
         error_messages={"invalid": "Letters, digits and . @ + - _ only."},
     )
     full_name = forms.CharField(max_length=150, required=False)
