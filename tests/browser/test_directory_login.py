@@ -63,9 +63,7 @@ def test_directory_auditor_signs_in_and_enrols_totp(chromium, console_server) ->
         "ava.browser@hospital.test",
     )
     assert not user.has_usable_password()
-    actions = list(
-        AuditEvent.objects.filter(actor="ava.browser").order_by("id").values_list("action", "data")
-    )
+    actions = list(AuditEvent.objects.filter(actor="ava.browser").order_by("id").values_list("action", "data"))
     assert actions == [
         ("auth.login_failed", {"reason": "unknown_user"}),
         ("auth.login", {"source": "ldap"}),
