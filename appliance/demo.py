@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -85,8 +86,8 @@ def start_private_postgres(demo: Demo, env: dict[str, str]) -> str:
         data.parent.mkdir(parents=True, exist_ok=True)
         reachable = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(data.parent)], check=False)
         if reachable.returncode != 0:  # e.g. a state dir under a private (0700) home or pytest's tmp
-            data = Path("/var/tmp") / "enclave-demo" / str(abs(hash(str(demo.logs)))) / "pg"
-            data.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+            data = Path(tempfile.mkdtemp(prefix="enclave-demo-pg-")) / "pg"
+            os.chmod(data.parent, 0o755)
             print(f"demo: {demo.logs} is not reachable by the postgres user; its cluster lives in {data}")
     if not (data / "PG_VERSION").exists():
         data.mkdir(parents=True, exist_ok=True)
