@@ -87,7 +87,7 @@ def start_private_postgres(demo: Demo, env: dict[str, str]) -> str:
         reachable = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(data.parent)], check=False)
         if reachable.returncode != 0:  # e.g. a state dir under a private (0700) home or pytest's tmp
             data = Path(tempfile.mkdtemp(prefix="enclave-demo-pg-")) / "pg"
-            os.chmod(data.parent, 0o755)
+            os.chmod(data.parent, 0o755)  # noqa: S103 - the postgres user must traverse it; it holds only pg/
             print(f"demo: {demo.logs} is not reachable by the postgres user; its cluster lives in {data}")
     if not (data / "PG_VERSION").exists():
         data.mkdir(parents=True, exist_ok=True)
