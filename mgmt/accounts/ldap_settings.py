@@ -40,6 +40,13 @@ def directory_settings() -> dict[str, Any]:
     group_type = env_str("ENCLAVE_LDAP_GROUP_TYPE", "groupOfNames")
     if group_type not in GROUP_TYPES:
         raise SettingError(f"ENCLAVE_LDAP_GROUP_TYPE={group_type!r} must be one of {', '.join(GROUP_TYPES)}")
+    start_tls = env_bool("ENCLAVE_LDAP_START_TLS", False)
+    plaintext = values["AUTH_LDAP_SERVER_URI"].lower().startswith("ldap://") and not start_tls
+    if plaintext and env_bool("ENCLAVE_PRODUCTION", False) and not env_bool("ENCLAVE_LDAP_ALLOW_PLAINTEXT", False):
+        raise SettingError(
+            "ENCLAVE_LDAP_URI is plain ldap:// without StartTLS: directory passwords would cross the network in the "
+            "clear. Use ldaps://, or set ENCLAVE_LDAP_START_TLS=1 (ENCLAVE_LDAP_ALLOW_PLAINTEXT=1 to override)."
+        )
     ca_file = env_str("ENCLAVE_LDAP_CA_FILE", "")
     if ca_file and not Path(ca_file).is_file():
         raise SettingError(f"ENCLAVE_LDAP_CA_FILE={ca_file!r} is not a readable file")
@@ -51,7 +58,7 @@ def directory_settings() -> dict[str, Any]:
     values.update(
         AUTH_LDAP_BIND_DN=env_str("ENCLAVE_LDAP_BIND_DN", ""),
         AUTH_LDAP_BIND_PASSWORD=env_str("ENCLAVE_LDAP_BIND_PASSWORD", ""),
-        AUTH_LDAP_START_TLS=env_bool("ENCLAVE_LDAP_START_TLS", False),
+        AUTH_LDAP_START_TLS=start_tls,
         AUTH_LDAP_USER_SEARCH=LDAPSearch(
             env_str("ENCLAVE_LDAP_USER_BASE"),
             ldap.SCOPE_SUBTREE,

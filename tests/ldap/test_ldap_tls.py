@@ -71,3 +71,20 @@ def test_missing_ca_file_is_a_setting_error(slapd_tls_server, monkeypatch, tmp_p
         monkeypatch.setenv(name, value)
     with pytest.raises(SettingError, match="ENCLAVE_LDAP_CA_FILE"):
         directory_settings()
+
+
+def test_production_refuses_a_plaintext_directory(monkeypatch) -> None:
+    from mgmt.accounts.ldap_settings import directory_settings
+
+    for name, value in {
+        "ENCLAVE_PRODUCTION": "1",
+        "ENCLAVE_LDAP_URI": "ldap://dc1.hospital.local",
+        "ENCLAVE_LDAP_USER_BASE": "ou=people,dc=hospital,dc=local",
+        "ENCLAVE_LDAP_GROUP_BASE": "ou=groups,dc=hospital,dc=local",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("ENCLAVE_LDAP_START_TLS", raising=False)
+    with pytest.raises(SettingError, match="without StartTLS"):
+        directory_settings()
+    monkeypatch.setenv("ENCLAVE_LDAP_START_TLS", "1")
+    assert directory_settings()["AUTH_LDAP_START_TLS"] is True
