@@ -1,0 +1,192 @@
+"""Content-addressed staging: each target is read once from the stick and checked while it is copied.
+
+objects/<sha256> holds verified copies only: a copy is written to a temporary name, its length and
+SHA-256 are checked on the way (reading stops at the signed length + 1, so endless data is caught
+after one extra byte), then it is fsynced and renamed. An object that exists is therefore verified,
+and a re-import skips it (per-file resume). Memory use is one fixed buffer whatever the size.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.bundles.errors import (
+    HashMismatch,
+    NoSpace,
+    SourceUnavailable,
+    TargetTooLong,
+    TargetTruncated,
+    UnsafeEntry,
+)
+from appliance.bundles.fsio import fsync_dir, open_regular
+from appliance.bundles.verify import TargetEntry
+
+__all__ = ["HEADROOM_BYTES", "ObjectStore", "Progress", "StageResult"]
+
+CHUNK = 4 << 20
+HEADROOM_BYTES = 64 << 20
+
+
+@dataclass
+class Progress:
+    """Running totals handed to the progress callback after each chunk."""
+
+    done_bytes: int
+    total_bytes: int
+    current: str
+    skipped_bytes: int = 0
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class StageResult:
+    copied: int
+    skipped: int
+    copied_bytes: int
+
+
+class ObjectStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.objects = root / "objects"
+        self.objects.mkdir(parents=True, exist_ok=True)
+
+    def object_path(self, sha256: str) -> Path:
+        return self.objects / sha256
+
+    def has(self, entry: TargetEntry) -> bool:
+        path = self.object_path(entry.sha256)
+        try:
+            return path.stat().st_size == entry.length
+        except FileNotFoundError:
+            return False
+
+    def missing(self, entries: Iterable[TargetEntry]) -> list[TargetEntry]:
+        seen: set[str] = set()
+        result = []
+        for entry in entries:
+            if entry.sha256 not in seen and not self.has(entry):
+                result.append(entry)
+            seen.add(entry.sha256)
+        return result
+
+    def check_space(self, entries: Iterable[TargetEntry]) -> None:
+        """Refuse to start unless every missing object fits, plus headroom."""
+        needed = sum(e.length for e in self.missing(entries)) + HEADROOM_BYTES
+        free = shutil.disk_usage(self.objects).free
+        if needed > free:
+            raise NoSpace(f"staging needs {needed >> 20} MiB, {free >> 20} MiB are free on {self.objects}")
+
+    def discard_partials(self) -> None:
+        for tmp in self.objects.glob(".*.partial"):
+            tmp.unlink(missing_ok=True)
+
+    def stage(
+        self,
+        bundle_dir: Path,
+        entries: Iterable[TargetEntry],
+        progress: ProgressCallback | None = None,
+        on_object: Callable[[TargetEntry], None] | None = None,
+    ) -> StageResult:
+        entries = list(entries)
+        self.check_space(entries)
+        self.discard_partials()
+        total = sum(e.length for e in entries)
+        state = Progress(0, total, "")
+        copied = skipped = copied_bytes = 0
+        buffer = bytearray(CHUNK)
+        for entry in entries:
+            state.current = entry.path
+            if self.has(entry):
+                skipped += 1
+                state.done_bytes += entry.length
+                state.skipped_bytes += entry.length
+                if progress:
+                    progress(state)
+                continue
+            self._copy_one(bundle_dir / "targets" / entry.path, entry, buffer, state, progress)
+            copied += 1
+            copied_bytes += entry.length
+            if on_object:
+                on_object(entry)
+        return StageResult(copied, skipped, copied_bytes)
+
+    def _copy_one(
+        self,
+        source: Path,
+        entry: TargetEntry,
+        buffer: bytearray,
+        state: Progress,
+        progress: ProgressCallback | None,
+    ) -> None:
+        try:
+            src = open_regular(source)
+        except UnsafeEntry:
+            raise
+        except OSError as exc:
+            raise SourceUnavailable(f"targets/{entry.path} cannot be opened: {exc.strerror}") from exc
+        tmp = self.objects / f".{entry.sha256}.{os.getpid()}.partial"
+        digest = hashlib.sha256()
+        view = memoryview(buffer)
+        length = 0
+        try:
+            with os.fdopen(src, "rb", buffering=0) as reader, tmp.open("wb", buffering=0) as writer:
+                limit = entry.length + 1  # one byte more than signed reveals endless data
+                while length < limit:
+                    want = min(len(view), limit - length)
+                    try:
+                        got = reader.readinto(view[:want])
+                    except OSError as exc:
+                        raise SourceUnavailable(
+                            f"reading targets/{entry.path} failed: {exc.strerror}"
+                        ) from exc
+                    if not got:
+                        break
+                    chunk = view[:got]
+                    digest.update(chunk)
+                    if length + got > entry.length:
+                        raise TargetTooLong(
+                            f"targets/{entry.path} holds more than the {entry.length} signed bytes"
+                        )
+                    self._write_all(writer, chunk)
+                    length += got
+                    state.done_bytes += got
+                    if progress:
+                        progress(state)
+                if length < entry.length:
+                    raise TargetTruncated(
+                        f"targets/{entry.path} ended after {length} of {entry.length} bytes"
+                    )
+                if digest.hexdigest() != entry.sha256:
+                    raise HashMismatch(f"targets/{entry.path} does not match its signed SHA-256")
+                os.fsync(writer.fileno())
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, self.object_path(entry.sha256))
+            fsync_dir(self.objects)
+        except OSError as exc:
+            state.done_bytes -= length
+            tmp.unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise NoSpace(
+                    f"the disk filled up while staging targets/{entry.path}: {exc.strerror}"
+                ) from exc
+            raise
+        except BaseException:
+            state.done_bytes -= length
+            tmp.unlink(missing_ok=True)
+            raise
+
+    @staticmethod
+    def _write_all(writer: io.FileIO, chunk: memoryview) -> None:
+        offset = 0
+        while offset < len(chunk):
+            offset += writer.write(chunk[offset:]) or 0

@@ -1,0 +1,51 @@
+"""The normal life of bundles on one appliance: import, activate, the next quarter, rollback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.bundles.conftest import PAYLOAD, Appliance, VendorKit, healthy
+
+
+def test_import_activate_and_next_release(tmp_path: Path, kit: VendorKit, appliance: Appliance) -> None:
+    manager = appliance.manager()
+    first = kit.build(tmp_path, PAYLOAD, "2026Q3", 1)
+    job = manager.import_bundle(first)
+    assert job["release"]["release"] == "2026Q3"
+    assert set(job["signers"]["targets"]) == {kit.public["targets-1"].keyid, kit.public["targets-2"].keyid}
+    assert manager.read_state()["phase"] == "staged"
+    manager.activate(healthy)
+    pointers = manager.pointers
+    assert (pointers / "models" / "tiny" / "model.safetensors").read_bytes() == PAYLOAD[
+        "models/tiny/model.safetensors"
+    ]
+    assert (pointers / "policies" / "retention.yaml").read_bytes() == PAYLOAD["policies/retention.yaml"]
+    state = manager.read_state()
+    assert state["current"]["release"] == "2026Q3"
+    assert state["previous"] is None
+    trust = json.loads(manager.trust_file.read_text())
+    assert trust["accepted"]["sequence"] == 1
+
+    second_payload = {**PAYLOAD, "policies/retention.yaml": b"content_retention: 30d\n"}
+    second = kit.build(tmp_path, second_payload, "2026Q4", 2)
+    manager.import_bundle(second)
+    manager.activate(healthy)
+    assert (pointers / "policies" / "retention.yaml").read_bytes() == b"content_retention: 30d\n"
+    state = manager.read_state()
+    assert (state["current"]["release"], state["previous"]["release"]) == ("2026Q4", "2026Q3")
+
+    manager.rollback()
+    assert (pointers / "policies" / "retention.yaml").read_bytes() == b"content_retention: off\n"
+    assert manager.read_state()["current"]["release"] == "2026Q3"
+
+
+def test_unchanged_objects_are_not_copied_again(tmp_path: Path, kit: VendorKit, appliance: Appliance) -> None:
+    manager = appliance.manager()
+    manager.import_bundle(kit.build(tmp_path, PAYLOAD, "2026Q3", 1))
+    manager.activate(healthy)
+    copied: list[str] = []
+    manager = appliance.manager(on_phase=lambda phase: copied.append(phase))
+    changed = {**PAYLOAD, "policies/retention.yaml": b"content_retention: 7d\n"}
+    manager.import_bundle(kit.build(tmp_path, changed, "2026Q4", 2))
+    assert copied.count("staging-object") == 1
