@@ -12,9 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-AREAS = (
-    "appliance.audit_cli",
-)
+AREAS = ("appliance.audit_cli",)
 
 
 def build_parser() -> argparse.ArgumentParser:

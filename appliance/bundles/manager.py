@@ -125,12 +125,14 @@ class UpdateManager:
         phase = state["phase"]
         if phase == "staging":
             self.store.discard_partials()
+            release = state["job"]["release"]["release"]
             state["phase"] = "idle"
+            state["job"] = None
             state["last"] = {
                 "outcome": "interrupted",
                 "phase": "staging",
                 "at": _now(),
-                "release": state["job"]["release"]["release"],
+                "release": release,
             }
             self._write_state(state)
         elif phase in ("activating", "activated"):
@@ -193,7 +195,7 @@ class UpdateManager:
                     self.releases, bundle.release.release, self.store, bundle.targets, self._venv_builder
                 )
             except BundleError as error:
-                state["phase"] = "idle"
+                state.update(phase="idle", job=None)  # verified objects stay: a re-import resumes
                 self._record_failure(state, error, bundle.release.release)
                 raise
             state["phase"] = "staged"
