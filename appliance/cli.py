@@ -12,7 +12,10 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-AREAS = ("appliance.audit_cli",)
+AREAS = (
+    "appliance.audit_cli",
+    "appliance.bundles.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
