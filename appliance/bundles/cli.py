@@ -25,7 +25,7 @@ from appliance.bundles.errors import BundleError, HealthCheckFailed
 from appliance.bundles.layout import PRODUCT, ReleaseInfo
 from appliance.bundles.manager import UpdateConfig, UpdateManager
 from appliance.bundles.progress import ProgressBar
-from appliance.bundles.staging import Progress
+from appliance.bundles.staging import Progress, check_targets
 from appliance.bundles.verify import ApplianceIdentity
 
 __all__ = ["register"]
@@ -156,6 +156,11 @@ def _sign(args: argparse.Namespace) -> int:
 # --- appliance ------------------------------------------------------------------------------------
 def _verify(args: argparse.Namespace) -> int:
     bundle = _manager().verify(Path(args.bundle))
+    if args.deep:
+        bar = ProgressBar() if not args.json else None
+        check_targets(bundle.bundle_dir, bundle.targets, bar)
+        if bar:
+            bar(Progress(bundle.total_bytes, bundle.total_bytes, "checked"), final=True)
     summary = {
         "release": bundle.release.to_custom(),
         "files": len(bundle.targets),
@@ -278,6 +283,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         p = sub.add_parser(name, help=text)
         p.add_argument("bundle")
         p.add_argument("--json", action="store_true")
+        if name == "verify":
+            p.add_argument("--deep", action="store_true", help="also read every file and check its SHA-256")
         if name == "import":
             p.add_argument("--activate", action="store_true", help="activate right after staging")
             p.add_argument("--health-cmd", help="shell command that must exit 0 after the flip")

@@ -38,7 +38,7 @@ class ProgressBar:
         copied = progress.done_bytes - progress.skipped_bytes
         speed = copied / elapsed
         remaining = progress.total_bytes - progress.done_bytes
-        eta = format_eta(remaining / speed) if copied > 0 else "--:--:--"
+        eta = format_eta(remaining / speed) if copied > 0 and elapsed > 0.5 else "--:--:--"
         name = progress.current if len(progress.current) <= 40 else "..." + progress.current[-37:]
         bar = "#" * filled + "-" * (self.width - filled)
         line = f"\r[{bar}] {fraction * 100:5.1f}% {speed / 1e6:8.1f} MB/s ETA {eta} {name:<40}"

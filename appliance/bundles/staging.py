@@ -28,7 +28,7 @@ from appliance.bundles.errors import (
 from appliance.bundles.fsio import fsync_dir, open_regular
 from appliance.bundles.verify import TargetEntry
 
-__all__ = ["HEADROOM_BYTES", "ObjectStore", "Progress", "StageResult"]
+__all__ = ["HEADROOM_BYTES", "ObjectStore", "Progress", "StageResult", "check_targets", "stream_checked"]
 
 CHUNK = 4 << 20
 HEADROOM_BYTES = 64 << 20
@@ -135,39 +135,16 @@ class ObjectStore:
         except OSError as exc:
             raise SourceUnavailable(f"targets/{entry.path} cannot be opened: {exc.strerror}") from exc
         tmp = self.objects / f".{entry.sha256}.{os.getpid()}.partial"
-        digest = hashlib.sha256()
-        view = memoryview(buffer)
         length = 0
         try:
             with os.fdopen(src, "rb", buffering=0) as reader, tmp.open("wb", buffering=0) as writer:
-                limit = entry.length + 1  # one byte more than signed reveals endless data
-                while length < limit:
-                    want = min(len(view), limit - length)
-                    try:
-                        got = reader.readinto(view[:want])
-                    except OSError as exc:
-                        raise SourceUnavailable(
-                            f"reading targets/{entry.path} failed: {exc.strerror}"
-                        ) from exc
-                    if not got:
-                        break
-                    chunk = view[:got]
-                    digest.update(chunk)
-                    if length + got > entry.length:
-                        raise TargetTooLong(
-                            f"targets/{entry.path} holds more than the {entry.length} signed bytes"
-                        )
-                    self._write_all(writer, chunk)
-                    length += got
-                    state.done_bytes += got
-                    if progress:
-                        progress(state)
-                if length < entry.length:
-                    raise TargetTruncated(
-                        f"targets/{entry.path} ended after {length} of {entry.length} bytes"
-                    )
-                if digest.hexdigest() != entry.sha256:
-                    raise HashMismatch(f"targets/{entry.path} does not match its signed SHA-256")
+
+                def sink(chunk: memoryview) -> None:
+                    nonlocal length
+                    _write_all(writer, chunk)
+                    length += len(chunk)
+
+                stream_checked(reader, entry, buffer, sink, state, progress)
                 os.fsync(writer.fileno())
             os.chmod(tmp, 0o444)
             os.replace(tmp, self.object_path(entry.sha256))
@@ -185,8 +162,68 @@ class ObjectStore:
             tmp.unlink(missing_ok=True)
             raise
 
-    @staticmethod
-    def _write_all(writer: io.FileIO, chunk: memoryview) -> None:
-        offset = 0
-        while offset < len(chunk):
-            offset += writer.write(chunk[offset:]) or 0
+
+def _write_all(writer: io.FileIO, chunk: memoryview) -> None:
+    offset = 0
+    while offset < len(chunk):
+        offset += writer.write(chunk[offset:]) or 0
+
+
+def stream_checked(
+    reader: io.FileIO,
+    entry: TargetEntry,
+    buffer: bytearray,
+    sink: Callable[[memoryview], None] | None,
+    state: Progress,
+    progress: ProgressCallback | None,
+) -> None:
+    """Read one target once, at most its signed length + 1 bytes, hashing and handing each chunk on."""
+    digest = hashlib.sha256()
+    view = memoryview(buffer)
+    length = 0
+    limit = entry.length + 1  # one byte more than signed reveals endless data
+    while length < limit:
+        want = min(len(view), limit - length)
+        try:
+            got = reader.readinto(view[:want])
+        except OSError as exc:
+            raise SourceUnavailable(f"reading targets/{entry.path} failed: {exc.strerror}") from exc
+        if not got:
+            break
+        chunk = view[:got]
+        if length + got > entry.length:
+            raise TargetTooLong(f"targets/{entry.path} holds more than the {entry.length} signed bytes")
+        digest.update(chunk)
+        if sink is not None:
+            sink(chunk)
+        length += got
+        state.done_bytes += got
+        if progress:
+            progress(state)
+    if length < entry.length:
+        raise TargetTruncated(f"targets/{entry.path} ended after {length} of {entry.length} bytes")
+    if digest.hexdigest() != entry.sha256:
+        raise HashMismatch(f"targets/{entry.path} does not match its signed SHA-256")
+
+
+def check_targets(
+    bundle_dir: Path, entries: Iterable[TargetEntry], progress: ProgressCallback | None = None
+) -> int:
+    """Read every target on the stick once and check its length and SHA-256 (copying nothing).
+
+    For `enclavectl bundle verify --deep`: a vendor or an admin can check a stick before an import.
+    """
+    entries = list(entries)
+    state = Progress(0, sum(e.length for e in entries), "")
+    buffer = bytearray(CHUNK)
+    for entry in entries:
+        state.current = entry.path
+        try:
+            fd = open_regular(bundle_dir / "targets" / entry.path)
+        except UnsafeEntry:
+            raise
+        except OSError as exc:
+            raise SourceUnavailable(f"targets/{entry.path} cannot be opened: {exc.strerror}") from exc
+        with os.fdopen(fd, "rb", buffering=0) as reader:
+            stream_checked(reader, entry, buffer, None, state, progress)
+    return state.done_bytes
