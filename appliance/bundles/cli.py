@@ -137,6 +137,7 @@ def _build(args: argparse.Namespace) -> int:
         release=release,
         roots_dir=Path(args.roots),
         expires_days=args.expires_days,
+        link=args.link,
     )
     print(bundle)
     return 0
@@ -267,6 +268,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--channel", default="stable")
     p.add_argument("--hardware", action="append", required=True, help="hardware class (repeat)")
     p.add_argument("--expires-days", type=int, default=365)
+    p.add_argument("--link", action="store_true", help="hard-link files from SOURCE instead of copying them")
     p.set_defaults(func=_run(_build))
 
     p = sub.add_parser("sign", help="vendor: add targets signatures, then (re)write snapshot and timestamp")

@@ -3,7 +3,7 @@
 objects/<sha256> holds verified copies only: a copy is written to a temporary name, its length and
 SHA-256 are checked on the way (reading stops at the signed length + 1, so endless data is caught
 after one extra byte), then it is fsynced and renamed. An object that exists is therefore verified,
-and a re-import skips it (per-file resume). Memory use is one fixed buffer whatever the size.
+and a re-import skips it (per-file resume). Memory use is two fixed buffers whatever the size.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import io
 import os
 import shutil
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,7 +104,6 @@ class ObjectStore:
         total = sum(e.length for e in entries)
         state = Progress(0, total, "")
         copied = skipped = copied_bytes = 0
-        buffer = bytearray(CHUNK)
         for entry in entries:
             state.current = entry.path
             if self.has(entry):
@@ -113,7 +113,7 @@ class ObjectStore:
                 if progress:
                     progress(state)
                 continue
-            self._copy_one(bundle_dir / "targets" / entry.path, entry, buffer, state, progress)
+            self._copy_one(bundle_dir / "targets" / entry.path, entry, state, progress)
             copied += 1
             copied_bytes += entry.length
             if on_object:
@@ -124,7 +124,6 @@ class ObjectStore:
         self,
         source: Path,
         entry: TargetEntry,
-        buffer: bytearray,
         state: Progress,
         progress: ProgressCallback | None,
     ) -> None:
@@ -144,7 +143,7 @@ class ObjectStore:
                     _write_all(writer, chunk)
                     length += len(chunk)
 
-                stream_checked(reader, entry, buffer, sink, state, progress)
+                stream_checked(reader, entry, sink, state, progress)
                 os.fsync(writer.fileno())
             os.chmod(tmp, 0o444)
             os.replace(tmp, self.object_path(entry.sha256))
@@ -172,34 +171,46 @@ def _write_all(writer: io.FileIO, chunk: memoryview) -> None:
 def stream_checked(
     reader: io.FileIO,
     entry: TargetEntry,
-    buffer: bytearray,
     sink: Callable[[memoryview], None] | None,
     state: Progress,
     progress: ProgressCallback | None,
 ) -> None:
-    """Read one target once, at most its signed length + 1 bytes, hashing and handing each chunk on."""
+    """Read one target once, at most its signed length + 1 bytes, hashing and handing each chunk on.
+
+    Two fixed buffers: while a helper thread hashes chunk i (hashlib releases the GIL), this thread
+    writes chunk i and reads chunk i+1, so hashing overlaps the I/O. Digest updates stay in order.
+    """
     digest = hashlib.sha256()
-    view = memoryview(buffer)
+    views = (memoryview(bytearray(CHUNK)), memoryview(bytearray(CHUNK)))
     length = 0
     limit = entry.length + 1  # one byte more than signed reveals endless data
-    while length < limit:
-        want = min(len(view), limit - length)
-        try:
-            got = reader.readinto(view[:want])
-        except OSError as exc:
-            raise SourceUnavailable(f"reading targets/{entry.path} failed: {exc.strerror}") from exc
-        if not got:
-            break
-        chunk = view[:got]
-        if length + got > entry.length:
-            raise TargetTooLong(f"targets/{entry.path} holds more than the {entry.length} signed bytes")
-        digest.update(chunk)
-        if sink is not None:
-            sink(chunk)
-        length += got
-        state.done_bytes += got
-        if progress:
-            progress(state)
+    turn = 0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as hasher:
+        pending: Future[None] | None = None
+        while length < limit:
+            view = views[turn]
+            want = min(len(view), limit - length)
+            try:
+                got = reader.readinto(view[:want])
+            except OSError as exc:
+                raise SourceUnavailable(f"reading targets/{entry.path} failed: {exc.strerror}") from exc
+            if not got:
+                break
+            if length + got > entry.length:
+                raise TargetTooLong(f"targets/{entry.path} holds more than the {entry.length} signed bytes")
+            chunk = view[:got]
+            if pending is not None:
+                pending.result()
+            pending = hasher.submit(digest.update, chunk)
+            if sink is not None:
+                sink(chunk)
+            length += got
+            state.done_bytes += got
+            if progress:
+                progress(state)
+            turn ^= 1
+        if pending is not None:
+            pending.result()
     if length < entry.length:
         raise TargetTruncated(f"targets/{entry.path} ended after {length} of {entry.length} bytes")
     if digest.hexdigest() != entry.sha256:
@@ -215,7 +226,6 @@ def check_targets(
     """
     entries = list(entries)
     state = Progress(0, sum(e.length for e in entries), "")
-    buffer = bytearray(CHUNK)
     for entry in entries:
         state.current = entry.path
         try:
@@ -225,5 +235,5 @@ def check_targets(
         except OSError as exc:
             raise SourceUnavailable(f"targets/{entry.path} cannot be opened: {exc.strerror}") from exc
         with os.fdopen(fd, "rb", buffering=0) as reader:
-            stream_checked(reader, entry, buffer, None, state, progress)
+            stream_checked(reader, entry, None, state, progress)
     return state.done_bytes

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -136,11 +137,14 @@ def rotate_root(
     return new
 
 
-def _copy_and_hash(source: Path, destination: Path) -> tuple[int, str]:
+def _copy_and_hash(source: Path, destination: Path, link: bool) -> tuple[int, str]:
+    """Copy (or hard-link) one file into the bundle, hashing it in the same read pass."""
     digest = hashlib.sha256()
     length = 0
     destination.parent.mkdir(parents=True, exist_ok=True)
-    with source.open("rb") as src, destination.open("wb") as dst:
+    if link:
+        os.link(source, destination)
+    with source.open("rb") as src, open(os.devnull, "wb") if link else destination.open("wb") as dst:
         while chunk := src.read(_CHUNK):
             digest.update(chunk)
             dst.write(chunk)
@@ -155,8 +159,11 @@ def build_bundle(
     release: ReleaseInfo,
     roots_dir: Path,
     expires_days: int = 365,
+    link: bool = False,
 ) -> Path:
     """Copy a release tree into ENCLAVE-<release>/targets, hash every file, write unsigned targets.json.
+
+    With `link`, files are hard-linked instead (no second copy of the weights; same file system).
 
     `roots_dir` holds the vendor's root chain (1.root.json ... N.root.json); all of it goes on the stick
     so that an appliance of any age can walk to the newest root.
@@ -168,7 +175,7 @@ def build_bundle(
     targets = Targets(version=release.sequence, expires=_expiry(expires_days))
     for rel in files:
         check_target_path(rel)
-        length, sha256 = _copy_and_hash(source / rel, bundle / "targets" / rel)
+        length, sha256 = _copy_and_hash(source / rel, bundle / "targets" / rel, link)
         targets.targets[rel] = TargetFile(length=length, hashes={"sha256": sha256}, path=rel)
     (bundle / "targets").mkdir(parents=True, exist_ok=True)
     targets.unrecognized_fields[CUSTOM_KEY] = release.to_custom()
