@@ -1,6 +1,6 @@
 """The vendor side: keys, trust roots (and their rotation), `build` and threshold `sign`.
 
-Roles (decision 0401): root 2-of-3 and targets 2-of-3 (offline keys held by different people), and one
+Roles (decision 0400): root 2-of-3 and targets 2-of-3 (offline keys held by different people), and one
 "release" key for snapshot + timestamp (threshold 1): on a stick they only tie the files of one release
 together. Private keys are PKCS#8 PEM files (0600); public keys are TUF key JSON (`NAME.pub.json`).
 """
