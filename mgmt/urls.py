@@ -3,3 +3,7 @@ from django.urls import include, path
 urlpatterns = [
     path("", include("mgmt.console.urls")),
 ]
+
+handler400 = "mgmt.console.views.bad_request"
+handler403 = "mgmt.console.views.forbidden"
+handler404 = "mgmt.console.views.not_found"

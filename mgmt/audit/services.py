@@ -1,0 +1,56 @@
+"""Writing to the audit trail. Every write elsewhere in the console calls record_event inside its own
+transaction, so the change and its event commit (or roll back) together."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.db import transaction
+
+from .models import AuditEvent, Outcome
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+
+__all__ = ["client_ip", "record_event"]
+
+
+def client_ip(request: HttpRequest | None) -> str:
+    if request is None:
+        return ""
+    # nginx on the appliance sets X-Real-IP from the socket; nothing else is trusted.
+    return str(request.META.get("HTTP_X_REAL_IP") or request.META.get("REMOTE_ADDR") or "")[:45]
+
+
+def record_event(
+    action: str,
+    *,
+    actor: Any = None,
+    actor_label: str = "",
+    department: Any = None,
+    target_type: str = "",
+    target_id: str | int = "",
+    outcome: str = Outcome.OK,
+    data: dict[str, Any] | None = None,
+    ip: str | None = None,
+    request: HttpRequest | None = None,
+) -> AuditEvent:
+    """Append one event. `actor` is a User (or None for the system); `actor_label` names an actor that is
+    not a user row (an unknown username typed at the login form). `department` is a Department or a name.
+    """
+    if outcome not in Outcome.values:
+        raise ValueError(f"unknown audit outcome {outcome!r}")
+    if department is None and actor is not None:
+        department = getattr(actor, "department", None)
+    with transaction.atomic():
+        return AuditEvent.objects.create(
+            actor_id=getattr(actor, "pk", None),
+            actor=(getattr(actor, "username", "") or actor_label)[:150],
+            department=(getattr(department, "name", department) or "")[:100],
+            action=action,
+            outcome=outcome,
+            target_type=target_type,
+            target_id=str(target_id)[:128],
+            ip=ip if ip is not None else client_ip(request),
+            data=data or {},
+        )

@@ -1,0 +1,157 @@
+"""Verify the audit trail in the database, and export it for verification elsewhere."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from appliance.auditchain import (
+    EVENT_FIELDS,
+    ChainVerifier,
+    Checkpoint,
+    Finding,
+    Report,
+    SealedRow,
+    format_ts,
+    load_or_create_private_key,
+)
+
+from .models import AuditCheckpoint, AuditEvent
+
+__all__ = ["export_trail", "iter_sealed_rows", "load_checkpoints", "verify_database"]
+
+_SELECT = (
+    "SELECT s.seq, s.hash, e.id, e.ts, e.actor_id, e.actor, e.department, e.action, e.outcome, "
+    "e.target_type, e.target_id, e.ip, e.data "
+    "FROM audit_seal s LEFT JOIN audit_event e ON e.id = s.event_id ORDER BY s.seq"
+)
+
+
+def iter_sealed_rows() -> Iterator[SealedRow]:
+    """Sealed rows in seq order, read through a server-side cursor (constant memory at any size)."""
+    json_loads = json.loads
+    vendor = connection.vendor
+    parse_ts = None
+    if vendor == "sqlite":
+        from django.utils.dateparse import parse_datetime
+
+        parse_ts = parse_datetime
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(_SELECT)
+        while True:
+            chunk = cursor.fetchmany(5000)
+            if not chunk:
+                break
+            for row in chunk:
+                if row[2] is None:
+                    yield row[0], None, row[1]
+                    continue
+                values = list(row[2:])
+                data = values[10]
+                if isinstance(data, str):
+                    values[10] = json_loads(data)
+                if parse_ts is not None and isinstance(values[1], str):
+                    values[1] = parse_ts(values[1]).replace(tzinfo=UTC)  # type: ignore[union-attr]
+                yield row[0], values, row[1]
+
+
+def load_checkpoints() -> list[Checkpoint]:
+    return [
+        Checkpoint(cp.seq, cp.event_id, cp.hash, cp.signed_at, cp.key_id, cp.signature)
+        for cp in AuditCheckpoint.objects.order_by("seq")
+    ]
+
+
+def _unsealed_findings(report: Report) -> None:
+    """Events that should have been sealed by now but are not in the chain: inserted behind our back."""
+    if report.last_checkpoint is None:
+        return
+    checkpoint = report.last_checkpoint
+    grace = timedelta(seconds=settings.AUDIT_SEAL_GRACE_SECONDS)
+    cutoff = datetime.fromisoformat(checkpoint.signed_at.replace("Z", "+00:00")) - grace
+    suspicious = (
+        AuditEvent.objects.filter(id__lt=checkpoint.event_id, ts__lt=cutoff)
+        .exclude(id__in=_sealed_ids())
+        .order_by("id")
+        .values_list("id", flat=True)[:100]
+    )
+    for event_id in suspicious:
+        report.findings.append(
+            Finding(
+                "audit.event_unsealed",
+                None,
+                event_id,
+                f"event {event_id} is not in the chain although later events are: inserted behind the "
+                "application's back",
+            )
+        )
+
+
+def _sealed_ids() -> Any:
+    from .models import AuditSeal
+
+    return AuditSeal.objects.values("event_id")
+
+
+def verify_database() -> Report:
+    key = load_or_create_private_key(settings.AUDIT_KEY_PATH)
+    verifier = ChainVerifier(key.public_key(), load_checkpoints())
+    report = verifier.verify(iter_sealed_rows())
+    _unsealed_findings(report)
+    return report
+
+
+def export_trail(directory: Path) -> tuple[int, int]:
+    """Write events.jsonl, checkpoints.jsonl and public-key.pem into `directory` (created; must be empty).
+
+    Files are written under temporary names, fsynced and renamed, so a pulled stick leaves no file that
+    looks complete but is not. Returns (events, checkpoints).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    if any(directory.iterdir()):
+        raise FileExistsError(f"{directory} is not empty; export into an empty directory")
+    events = 0
+    with _atomic_text(directory / "events.jsonl") as handle:
+        for seq, values, stored in iter_sealed_rows():
+            event = None
+            if values is not None:
+                event = dict(zip(EVENT_FIELDS, values, strict=True))
+                event["ts"] = format_ts(event["ts"])
+                events += 1
+            handle.write(json.dumps({"seq": seq, "hash": stored, "event": event}, ensure_ascii=False) + "\n")
+    checkpoints = load_checkpoints()
+    with _atomic_text(directory / "checkpoints.jsonl") as handle:
+        for checkpoint in checkpoints:
+            handle.write(json.dumps(checkpoint.as_dict()) + "\n")
+    public = settings.AUDIT_KEY_PATH.with_name(settings.AUDIT_KEY_PATH.stem + ".pub.pem")
+    load_or_create_private_key(settings.AUDIT_KEY_PATH)
+    with _atomic_text(directory / "public-key.pem") as handle:
+        handle.write(public.read_text(encoding="ascii"))
+    return events, len(checkpoints)
+
+
+class _atomic_text:  # noqa: N801 - a context manager used like open()
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = path.with_name("." + path.name + ".partial")
+
+    def __enter__(self) -> Any:
+        self.handle = self.tmp.open("w", encoding="utf-8")
+        return self.handle
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
