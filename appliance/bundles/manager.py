@@ -115,6 +115,17 @@ class UpdateManager:
         finally:
             os.close(fd)
 
+    def busy(self) -> bool:
+        """True while some process holds the update lock (an operation is running)."""
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
     def _record_failure(self, state: dict[str, Any], error: BundleError, release: str | None) -> None:
         state["last"] = {"outcome": "failed", **error.as_dict(), "release": release, "at": _now()}
         self._write_state(state)
