@@ -44,6 +44,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (CSS, htmx) straight from the application: nothing fetched from elsewhere, ever.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -115,7 +117,9 @@ AXES_COOLOFF_TIME = env_int("ENCLAVE_LOCKOUT_MINUTES", 15, minimum=1) / 60
 # Locking by address too would lock out a whole ward behind one workstation or NAT: see
 # docs/decisions/0003-lockout-by-username.md. Per-account locks protect the accounts.
 AXES_LOCKOUT_PARAMETERS = ["username"]
-SILENCED_SYSTEM_CHECKS = ["axes.W006"]
+# security.W021 (HSTS preload): the browser preload list is for public domains; an appliance on a hospital's
+# internal name cannot be on it. HSTS itself is on in production.
+SILENCED_SYSTEM_CHECKS = ["axes.W006", "security.W021"]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "mgmt.console.views.auth.lockout_page"
 AXES_USERNAME_FORM_FIELD = "username"
@@ -171,6 +175,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = env_path("ENCLAVE_STATIC_ROOT", STATE_DIR / "static")
+WHITENOISE_USE_FINDERS = True  # serve from the apps' static/ folders; `collectstatic` is optional
 
 # Celery: Redis broker; tasks are acknowledged late and idempotent (CONVENTIONS.md point 4).
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
