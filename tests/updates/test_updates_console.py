@@ -53,7 +53,8 @@ def _job_done(job_id: int) -> bool:
 
 
 @pytest.mark.slow
-def test_import_activate_rollback_with_a_real_worker(personas, celery_worker_process, media, vendor_kit):
+def test_import_activate_rollback_with_a_real_worker(celery_worker_process, personas, media, vendor_kit):
+    # celery_worker_process comes first: its committed_db must be set up before personas' db fixture.
     worker = celery_worker_process(beat=False)
     admin = verified_client(personas.admin)
     put_on_stick(vendor_kit, media, PAYLOAD, "2026Q3", 1)
