@@ -206,7 +206,7 @@ BUNDLE_TRUST_ROOT = env_path("ENCLAVE_BUNDLE_TRUST_ROOT", STATE_DIR / "bundle-tr
 HARDWARE_CLASS = env_str("ENCLAVE_HARDWARE_CLASS", "cpu-dev")
 UPDATES_CHANNEL = env_str("ENCLAVE_CHANNEL", "stable")
 # Development and tests: directories searched for ENCLAVE-* bundles. The appliance uses udev instead.
-UPDATES_WATCH_DIRS = env_list("ENCLAVE_UPDATES_WATCH_DIRS", [])
+UPDATES_WATCH_DIRS = env_list("ENCLAVE_UPDATES_WATCH_DIRS", [] if PRODUCTION else [str(STATE_DIR / "media")])
 UPDATES_USE_UDEV = env_bool("ENCLAVE_UPDATES_UDEV", PRODUCTION)
 # Engines the health gate probes after an activation (base URLs, e.g. http://127.0.0.1:8001).
 UPDATES_SMOKE_ENDPOINTS = env_list("ENCLAVE_UPDATES_SMOKE_ENDPOINTS", [])

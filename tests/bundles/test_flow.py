@@ -49,3 +49,21 @@ def test_unchanged_objects_are_not_copied_again(tmp_path: Path, kit: VendorKit, 
     changed = {**PAYLOAD, "policies/retention.yaml": b"content_retention: 7d\n"}
     manager.import_bundle(kit.build(tmp_path, changed, "2026Q4", 2))
     assert copied.count("staging-object") == 1
+
+
+def test_demo_bundle_verifies_and_imports_on_the_demo_appliance(tmp_path: Path) -> None:
+    from appliance.bundles.demo_bundle import main as demo_bundle
+    from appliance.bundles.manager import UpdateConfig, UpdateManager
+    from tests.bundles.conftest import IDENTITY
+
+    model = tmp_path / "tiny-fixture"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    assert demo_bundle(["--state-dir", str(tmp_path / "var"), "--model", str(model)]) == 0
+    assert demo_bundle(["--state-dir", str(tmp_path / "var")]) == 0  # again: same demo keys, same trust root
+    manager = UpdateManager(
+        UpdateConfig(tmp_path / "var", tmp_path / "var" / "bundle-trust-root.json", IDENTITY)
+    )
+    manager.import_bundle(tmp_path / "var" / "media" / "ENCLAVE-2026Q4")
+    manager.activate(lambda pointers: None)
+    assert "demo bundle 2026Q4" in (manager.pointers / "policies" / "retention.yaml").read_text()
