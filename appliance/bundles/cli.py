@@ -21,7 +21,7 @@ from typing import Any
 from tuf.api.metadata import Metadata
 
 from appliance.bundles import vendor
-from appliance.bundles.errors import BundleError, HealthCheckFailed
+from appliance.bundles.errors import AuditUnavailable, BundleError, HealthCheckFailed
 from appliance.bundles.layout import PRODUCT, ReleaseInfo
 from appliance.bundles.manager import UpdateConfig, UpdateManager
 from appliance.bundles.progress import ProgressBar
@@ -33,6 +33,9 @@ __all__ = ["register"]
 # Fault injection for the crash tests: the process stops itself (SIGSTOP) when it reaches this phase,
 # so that a test can SIGKILL it exactly at a phase boundary. Unset in production.
 FAULT_ENV = "ENCLAVE_BUNDLE_FAULT_STOP_AT"
+NO_AUDIT_HELP = (
+    "do not record the step in the console's audit trail (only where there is no console database)"
+)
 
 
 def _config() -> UpdateConfig:
@@ -177,7 +180,48 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_ready(args: argparse.Namespace) -> None:
+    """Appliance steps are audited in the console's trail; refuse to start if that cannot happen."""
+    if args.no_audit:
+        return
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mgmt.settings")
+    try:
+        import django
+
+        django.setup()
+        from django.db import connection
+
+        connection.ensure_connection()
+    except Exception as exc:
+        raise AuditUnavailable(f"the audit trail cannot be reached ({exc}); nothing was done") from exc
+
+
+def _audit(args: argparse.Namespace, action: str, outcome: str, data: dict[str, Any]) -> None:
+    if args.no_audit:
+        return
+    import getpass
+
+    from django.db import transaction
+
+    from mgmt.audit.services import record_event
+
+    with transaction.atomic():
+        record_event(
+            action,
+            actor_label=f"enclavectl:{getpass.getuser()}",
+            outcome=outcome,
+            target_type="bundle",
+            target_id=str(
+                data.get("release", {}).get("release", "")
+                if isinstance(data.get("release"), dict)
+                else data.get("release", "")
+            )[:128],
+            data=data,
+        )
+
+
 def _import(args: argparse.Namespace) -> int:
+    args.audit_action = "bundle.import"
     manager = _manager()
     bar = ProgressBar() if not args.json else None
 
@@ -186,6 +230,7 @@ def _import(args: argparse.Namespace) -> int:
             bar(p)
 
     job = manager.import_bundle(Path(args.bundle), progress)
+    _audit(args, "bundle.import", "ok", {k: job[k] for k in ("release", "digests", "signers", "total_bytes")})
     if bar:
         bar(Progress(job["total_bytes"], job["total_bytes"], "done"), final=True)
     _print(args, job["release"], f"staged release {job['release']['release']}")
@@ -195,13 +240,25 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _activate(args: argparse.Namespace) -> int:
+    args.audit_action = "bundle.activate"
     state = _manager().activate(_health_gate(args.health_cmd))
+    current = state["current"]
+    _audit(
+        args, "bundle.activate", "ok", {k: current[k] for k in ("release", "sequence", "digests", "signers")}
+    )
     _print(args, state["current"], f"activated release {state['current']['release']}")
     return 0
 
 
 def _rollback(args: argparse.Namespace) -> int:
+    args.audit_action = "bundle.rollback"
     state = _manager().rollback()
+    _audit(
+        args,
+        "bundle.rollback",
+        "ok",
+        {"release": state["current"]["release"], "from": state["previous"]["release"]},
+    )
     _print(args, state["current"], f"rolled back to release {state['current']['release']}")
     return 0
 
@@ -219,12 +276,19 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(func: Any) -> Any:
+def _run(func: Any, audited: bool = False) -> Any:
     def wrapper(args: argparse.Namespace) -> int:
         try:
+            if audited:
+                _audit_ready(args)
             result: int = func(args)
             return result
+        except AuditUnavailable as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         except BundleError as error:
+            if audited and getattr(args, "audit_action", None):
+                _audit(args, args.audit_action, "error", {"code": error.code, "message": error.message})
             if getattr(args, "json", False):
                 print(json.dumps({"error": error.as_dict()}))
             print(f"\nerror: {error}", file=sys.stderr)
@@ -289,19 +353,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             p.add_argument("--deep", action="store_true", help="also read every file and check its SHA-256")
         if name == "import":
             p.add_argument("--activate", action="store_true", help="activate right after staging")
+            p.add_argument("--no-audit", action="store_true", help=NO_AUDIT_HELP)
             p.add_argument("--health-cmd", help="shell command that must exit 0 after the flip")
-        p.set_defaults(func=_run(func))
+        p.set_defaults(func=_run(func, audited=name == "import"))
 
     p = sub.add_parser(
         "activate", help="flip to the staged release, run the health gate, commit or roll back"
     )
     p.add_argument("--health-cmd", help="shell command that must exit 0 after the flip ($ENCLAVE_POINTERS)")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_run(_activate))
+    p.add_argument("--no-audit", action="store_true", help=NO_AUDIT_HELP)
+    p.set_defaults(func=_run(_activate, audited=True))
 
     p = sub.add_parser("rollback", help="return to the previous release")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_run(_rollback))
+    p.add_argument("--no-audit", action="store_true", help=NO_AUDIT_HELP)
+    p.set_defaults(func=_run(_rollback, audited=True))
 
     p = sub.add_parser("status", help="show the update state (and finish recovery after a crash)")
     p.add_argument("--json", action="store_true")

@@ -7,6 +7,7 @@ Codes never change once released: add new classes rather than re-using a code fo
 from __future__ import annotations
 
 __all__ = [
+    "AuditUnavailable",
     "BadRootRotation",
     "BadSignature",
     "BadState",
@@ -212,6 +213,11 @@ class HealthCheckFailed(BundleError):
 class NoPreviousRelease(BundleError):
     code = "bundle.no_previous_release"
     hint = "there is no earlier release on this appliance to return to"
+
+
+class AuditUnavailable(BundleError):
+    code = "bundle.audit_unavailable"
+    hint = "start the console's database, or pass --no-audit where there is none (vendor machine, bench)"
 
 
 class TrustRootMissing(BundleError):

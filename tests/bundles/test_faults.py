@@ -103,10 +103,10 @@ AFTER_COMMIT = ["trust-committed", "confirmed"]
 @pytest.mark.slow
 @pytest.mark.parametrize("phase", BEFORE_COMMIT + AFTER_COMMIT)
 def test_sigkill_at_phase_boundary(phase: str, appliance: Appliance, live_q3: Path) -> None:
-    proc = _cli(appliance, "import", str(live_q3), "--activate", fault=phase)
+    proc = _cli(appliance, "import", "--no-audit", str(live_q3), "--activate", fault=phase)
     _wait_stopped(proc)
     if phase == "staging-object":
-        rc, out = _run(appliance, "import", str(live_q3))
+        rc, out = _run(appliance, "import", "--no-audit", str(live_q3))
         assert rc == 1
         assert "bundle.busy" in out
     objects = appliance.state_dir / "bundles" / "objects"
@@ -119,7 +119,7 @@ def test_sigkill_at_phase_boundary(phase: str, appliance: Appliance, live_q3: Pa
     if phase in AFTER_COMMIT:
         assert _consistent(appliance) == "2026Q4"
         assert _serving(appliance) == Q4_POLICY
-        rc, out = _run(appliance, "import", str(live_q3))
+        rc, out = _run(appliance, "import", "--no-audit", str(live_q3))
         assert rc == 1
         assert "bundle.not_newer" in out
         return
@@ -127,7 +127,7 @@ def test_sigkill_at_phase_boundary(phase: str, appliance: Appliance, live_q3: Pa
     assert _serving(appliance) == PAYLOAD["policies/retention.yaml"]
     assert not list(objects.glob(".*.partial"))
 
-    rc, out = _run(appliance, "import", str(live_q3), "--activate")
+    rc, out = _run(appliance, "import", "--no-audit", str(live_q3), "--activate")
     assert rc == 0, out
     assert _consistent(appliance) == "2026Q4"
     assert _serving(appliance) == Q4_POLICY

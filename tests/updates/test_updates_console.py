@@ -183,3 +183,36 @@ def test_only_appliance_admins_may_import(personas, media, vendor_kit, persona):
     assert response.status_code == 403
     assert b'data-code="access.role"' in response.content
     assert ImportJob.objects.count() == 0
+
+
+@pytest.mark.slow
+def test_enclavectl_import_from_ssh_is_audited(committed_db, media, vendor_kit, tmp_path):
+    """The same flow from a shell: `enclavectl bundle import --activate`, recorded in the one trail."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.fixtures.processes import ROOT, test_database_url
+
+    good = put_on_stick(vendor_kit, media, PAYLOAD, "2026Q3", 1)
+    bad = put_on_stick(vendor_kit, media, PAYLOAD, "2026Q4", 2, signers=("targets-1",))
+    env = {**os.environ, "DATABASE_URL": test_database_url()}
+
+    def enclavectl(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "appliance.cli", "bundle", *args]
+        return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+    done = enclavectl("import", str(good), "--activate")
+    assert done.returncode == 0, done.stderr
+    refused = enclavectl("import", str(bad))
+    assert refused.returncode == 1
+    assert "bundle.threshold_not_met" in refused.stderr
+    events = {(e.action, e.outcome): e for e in AuditEvent.objects.filter(action__startswith="bundle.")}
+    assert set(events) == {("bundle.import", "ok"), ("bundle.activate", "ok"), ("bundle.import", "error")}
+    assert events[("bundle.import", "ok")].actor.startswith("enclavectl:")
+    assert events[("bundle.activate", "ok")].data["signers"]["targets"]
+    assert events[("bundle.import", "error")].data["code"] == "bundle.threshold_not_met"
+    env["DATABASE_URL"] = "postgresql://postgres@127.0.0.1:1/nowhere"
+    unaudited = enclavectl("import", str(bad))
+    assert unaudited.returncode == 2
+    assert "bundle.audit_unavailable" in unaudited.stderr
