@@ -98,26 +98,41 @@ class ObjectStore:
         progress: ProgressCallback | None = None,
         on_object: Callable[[TargetEntry], None] | None = None,
     ) -> StageResult:
+        """Copy every missing object. Each one is fsynced and renamed by a helper thread while the next
+        one streams (at most one commit outstanding); `on_object` runs once an object is durable."""
         entries = list(entries)
         self.check_space(entries)
         self.discard_partials()
         total = sum(e.length for e in entries)
         state = Progress(0, total, "")
         copied = skipped = copied_bytes = 0
-        for entry in entries:
-            state.current = entry.path
-            if self.has(entry):
-                skipped += 1
-                state.done_bytes += entry.length
-                state.skipped_bytes += entry.length
-                if progress:
-                    progress(state)
-                continue
-            self._copy_one(bundle_dir / "targets" / entry.path, entry, state, progress)
-            copied += 1
-            copied_bytes += entry.length
-            if on_object:
-                on_object(entry)
+        in_flight: set[str] = set()
+        pending: list[tuple[TargetEntry, Future[None]]] = []
+
+        def settle(keep: int) -> None:
+            while len(pending) > keep:
+                entry, commit = pending.pop(0)
+                commit.result()
+                if on_object:
+                    on_object(entry)
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit") as committer:
+            for entry in entries:
+                state.current = entry.path
+                if entry.sha256 in in_flight or self.has(entry):
+                    skipped += 1
+                    state.done_bytes += entry.length
+                    state.skipped_bytes += entry.length
+                    if progress:
+                        progress(state)
+                    continue
+                commit = self._copy_one(bundle_dir / "targets" / entry.path, entry, state, progress)
+                in_flight.add(entry.sha256)
+                pending.append((entry, committer.submit(commit)))
+                settle(keep=1)
+                copied += 1
+                copied_bytes += entry.length
+            settle(keep=0)
         return StageResult(copied, skipped, copied_bytes)
 
     def _copy_one(
@@ -126,7 +141,8 @@ class ObjectStore:
         entry: TargetEntry,
         state: Progress,
         progress: ProgressCallback | None,
-    ) -> None:
+    ) -> Callable[[], None]:
+        """Stream one target into a partial file, checked; return the step that makes it durable."""
         try:
             src = open_regular(source)
         except UnsafeEntry:
@@ -136,7 +152,12 @@ class ObjectStore:
         tmp = self.objects / f".{entry.sha256}.{os.getpid()}.partial"
         length = 0
         try:
-            with os.fdopen(src, "rb", buffering=0) as reader, tmp.open("wb", buffering=0) as writer:
+            wfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        except OSError:
+            os.close(src)
+            raise
+        try:
+            with os.fdopen(src, "rb", buffering=0) as reader, io.FileIO(wfd, "wb", closefd=False) as writer:
 
                 def sink(chunk: memoryview) -> None:
                     nonlocal length
@@ -144,22 +165,31 @@ class ObjectStore:
                     length += len(chunk)
 
                 stream_checked(reader, entry, sink, state, progress)
-                os.fsync(writer.fileno())
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, self.object_path(entry.sha256))
-            fsync_dir(self.objects)
-        except OSError as exc:
+        except BaseException as exc:
+            os.close(wfd)
             state.done_bytes -= length
             tmp.unlink(missing_ok=True)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise NoSpace(
                     f"the disk filled up while staging targets/{entry.path}: {exc.strerror}"
                 ) from exc
             raise
-        except BaseException:
-            state.done_bytes -= length
-            tmp.unlink(missing_ok=True)
-            raise
+
+        def commit() -> None:
+            try:
+                os.fsync(wfd)
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise NoSpace(f"the disk filled up while staging targets/{entry.path}") from exc
+                raise
+            finally:
+                os.close(wfd)
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, self.object_path(entry.sha256))
+            fsync_dir(self.objects)
+
+        return commit
 
 
 def _write_all(writer: io.FileIO, chunk: memoryview) -> None:
