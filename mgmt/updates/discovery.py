@@ -26,6 +26,16 @@ class FoundBundle:
     def name(self) -> str:
         return self.path.name
 
+    @property
+    def components(self) -> list[tuple[str, int, int]]:
+        """(top-level directory or file, files, bytes): what the bundle carries, for the admin to read."""
+        totals: dict[str, list[int]] = {}
+        for target in self.verified.targets if self.verified else ():
+            entry = totals.setdefault(target.path.split("/", 1)[0], [0, 0])
+            entry[0] += 1
+            entry[1] += target.length
+        return [(name, files, size) for name, (files, size) in sorted(totals.items())]
+
 
 def removable_mount_points() -> list[Path]:
     """Mount points of removable USB partitions, from udev and /proc/self/mounts."""

@@ -63,6 +63,7 @@ def test_import_activate_rollback_with_a_real_worker(celery_worker_process, pers
     assert page.status_code == 200
     assert b'data-bundle="ENCLAVE-2026Q3"' in page.content
     assert b'data-code="bundle.verified"' in page.content
+    assert b"<code>models</code> 2 files" in page.content
 
     def run(path: str, data: dict[str, str] | None = None) -> ImportJob:
         response = admin.post(path, data or {})
