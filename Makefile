@@ -13,10 +13,14 @@ TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/enclave
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL)
 
-# Areas append to these in mk/*.mk.
+# Areas append to these in mk/*.mk, included right here so that the rules below see the full lists
+# (make expands prerequisites when it reads a rule).
 TEST_STAGES := test-python
+TEST_PREREQS :=
+DEMO_PREREQS :=
 BENCH_TARGETS :=
 LINT_STAGES := lint-python
+-include mk/*.mk
 
 .PHONY: help
 help: ## List the targets
@@ -66,4 +70,3 @@ bench: venv services $(BENCH_TARGETS) ## Measure speed against named references;
 clean: ## Remove the venv, build outputs and demo state
 	rm -rf $(VENV) bench-results build var
 
--include mk/*.mk

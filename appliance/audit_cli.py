@@ -46,8 +46,10 @@ def _django() -> None:
 def _verify(args: Any) -> int:
     if args.export is not None:
         if args.public_key is None:
-            print("enclavectl: --export needs --public-key (the key you trust, not the copy in the export)",
-                  file=sys.stderr)
+            print(
+                "enclavectl: --export needs --public-key (the key you trust, not the copy in the export)",
+                file=sys.stderr,
+            )
             return 2
         try:
             checkpoints, rows = read_export(args.export)
@@ -75,7 +77,11 @@ def _export(args: Any) -> int:
         print(f"enclavectl: audit.export_failed: {exc}", file=sys.stderr)
         return 2
     with transaction.atomic():
-        record_event("audit.export", actor_label="enclavectl", data={"events": events, "directory": str(args.directory)})
+        record_event(
+            "audit.export",
+            actor_label="enclavectl",
+            data={"events": events, "directory": str(args.directory)},
+        )
     print(f"exported {events} events and {checkpoints} checkpoints to {args.directory}")
     return 0
 

@@ -97,7 +97,14 @@ class Checkpoint:
     signature: str = ""  # base64 Ed25519 over payload()
 
     def payload(self) -> bytes:
-        body = ["enclave-audit-checkpoint-v1", self.seq, self.event_id, self.hash, self.signed_at, self.key_id]
+        body = [
+            "enclave-audit-checkpoint-v1",
+            self.seq,
+            self.event_id,
+            self.hash,
+            self.signed_at,
+            self.key_id,
+        ]
         return _dumps(body).encode("utf-8")
 
     def verify(self, public_key: Ed25519PublicKey) -> bool:
@@ -199,12 +206,14 @@ class ChainVerifier:
             return GENESIS
         return bytes.fromhex(anchor.hash)
 
-    def verify(self, rows: Iterable[SealedRow]) -> Report:
+    def verify(self, rows: Iterable[SealedRow], *, after: tuple[int, str] | None = None) -> Report:
+        """Check `rows`. `after=(seq, stored hash hex)` continues from the row before the first one, so a
+        long trail can be verified in ranges in parallel (each row needs only its predecessor's seal)."""
         report = Report()
         findings = report.findings
         checkpoints = self._checkpoints
-        previous: bytes | None = None
-        expected_seq = 0
+        previous: bytes | None = None if after is None else bytes.fromhex(after[1])
+        expected_seq = 0 if after is None else after[0] + 1
         sha256 = hashlib.sha256
         for seq, event, stored in rows:
             if previous is None:
@@ -251,13 +260,21 @@ class ChainVerifier:
         report.checkpoints_checked += 1
         if not checkpoint.verify(self._public_key):
             report.findings.append(
-                Finding("audit.checkpoint_signature", seq, checkpoint.event_id,
-                        f"the checkpoint at seq {seq} has a bad signature")
+                Finding(
+                    "audit.checkpoint_signature",
+                    seq,
+                    checkpoint.event_id,
+                    f"the checkpoint at seq {seq} has a bad signature",
+                )
             )
         elif checkpoint.hash != computed.hex():
             report.findings.append(
-                Finding("audit.checkpoint_mismatch", seq, checkpoint.event_id,
-                        f"the chain at seq {seq} differs from the signed checkpoint: seals were rewritten")
+                Finding(
+                    "audit.checkpoint_mismatch",
+                    seq,
+                    checkpoint.event_id,
+                    f"the chain at seq {seq} differs from the signed checkpoint: seals were rewritten",
+                )
             )
         else:
             report.last_checkpoint = checkpoint

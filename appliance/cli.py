@@ -15,6 +15,7 @@ from collections.abc import Sequence
 AREAS = (
     "appliance.audit_cli",
     "appliance.bundles.cli",
+    "appliance.engines.cli",
 )
 
 

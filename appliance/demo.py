@@ -85,18 +85,68 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit("demo: no REDIS_URL and no redis-server installed (apt-get install redis-server)")
             port = free_port()
             (state / "demo" / "redis").mkdir(parents=True, exist_ok=True)
-            proc = demo.start("redis", [redis_server, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                                        "--appendonly", "no", "--dir", str(state / "demo" / "redis")], env)
+            proc = demo.start(
+                "redis",
+                [
+                    redis_server,
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(state / "demo" / "redis"),
+                ],
+                env,
+            )
             wait_port(port, 20, proc)
             env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
         python = sys.executable
         subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-        firstboot = subprocess.run([python, "manage.py", "enclave_firstboot", "--reset-admin"], cwd=ROOT, env=env,
-                                   check=True, capture_output=True, text=True).stdout
-        console = demo.start("console", [python, "-m", "gunicorn", "mgmt.wsgi:application", "--bind",
-                                         f"127.0.0.1:{args.port}", "--workers", "2", "--timeout", "60"], env)
-        demo.start("celery", [python, "-m", "celery", "-A", "mgmt", "worker", "-B", "--pool=solo",
-                              "-s", str(state / "demo" / "beat-schedule"), "--loglevel=INFO"], env)
+        firstboot = subprocess.run(
+            [python, "manage.py", "enclave_firstboot", "--reset-admin"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        console = demo.start(
+            "console",
+            [
+                python,
+                "-m",
+                "gunicorn",
+                "mgmt.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{args.port}",
+                "--workers",
+                "2",
+                "--timeout",
+                "60",
+            ],
+            env,
+        )
+        demo.start(
+            "celery",
+            [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "mgmt",
+                "worker",
+                "-B",
+                "--pool=solo",
+                "-s",
+                str(state / "demo" / "beat-schedule"),
+                "--loglevel=INFO",
+            ],
+            env,
+        )
         wait_port(args.port, 60, console)
         print("\n  Enclave demo is running.\n")
         print(f"  Console:  http://127.0.0.1:{args.port}/")
@@ -105,7 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         while all(proc.poll() is None for proc in demo.procs):
             time.sleep(1)
         dead = [proc for proc in demo.procs if proc.poll() is not None]
-        print(f"demo: {dead[0].args!r} stopped (exit {dead[0].returncode}); see {state / 'demo'}", file=sys.stderr)
+        print(
+            f"demo: {dead[0].args!r} stopped (exit {dead[0].returncode}); see {state / 'demo'}",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         return 0

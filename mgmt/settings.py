@@ -6,6 +6,7 @@ ENCLAVE_SECRET_KEY (or ENCLAVE_SECRET_KEY_FILE). Without it the defaults suit de
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from mgmt.env import env_bool, env_int, env_list, env_path, env_str, parse_database_url
@@ -176,6 +177,8 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = env_path("ENCLAVE_STATIC_ROOT", STATE_DIR / "static")
 WHITENOISE_USE_FINDERS = True  # serve from the apps' static/ folders; `collectstatic` is optional
+with contextlib.suppress(OSError):  # a read-only state dir: collectstatic's job on the appliance
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 # Celery: Redis broker; tasks are acknowledged late and idempotent (CONVENTIONS.md point 4).
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)

@@ -42,7 +42,13 @@ def test_secrets_come_from_files(monkeypatch, tmp_path):
 def test_database_urls():
     pg = parse_database_url("postgresql://enclave:p%40ss@db.local:5433/enclave?sslmode=require")
     assert (pg.engine, pg.name, pg.user, pg.password, pg.host, pg.port) == (
-        "django.db.backends.postgresql", "enclave", "enclave", "p@ss", "db.local", "5433")
+        "django.db.backends.postgresql",
+        "enclave",
+        "enclave",
+        "p@ss",
+        "db.local",
+        "5433",
+    )
     assert pg.options == {"sslmode": "require"}
     assert parse_database_url("sqlite:////var/lib/enclave/db.sqlite3").name == "/var/lib/enclave/db.sqlite3"
     for bad in ("mysql://x/y", "postgresql://host/", "sqlite://relative.db"):
@@ -52,13 +58,17 @@ def test_database_urls():
 
 def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     base = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")}
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env={**base, **env},
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env={**base, **env}, capture_output=True, text=True
+    )
 
 
 def test_production_requires_a_secret_key_and_passes_check_deploy(tmp_path):
-    production = {"ENCLAVE_PRODUCTION": "1", "ENCLAVE_ALLOWED_HOSTS": "enclave.local",
-                  "ENCLAVE_STATE_DIR": str(tmp_path)}
+    production = {
+        "ENCLAVE_PRODUCTION": "1",
+        "ENCLAVE_ALLOWED_HOSTS": "enclave.local",
+        "ENCLAVE_STATE_DIR": str(tmp_path),
+    }
     missing = _run(production, "check")
     assert missing.returncode != 0 and "ENCLAVE_SECRET_KEY must be set" in missing.stderr
     key = tmp_path / "secret_key"

@@ -23,7 +23,17 @@ __all__ = ["EVENT_VALUE_FIELDS", "SealResult", "seal_pending"]
 # Late events are looked for this far below the highest sealed id.
 LATE_WINDOW = 10_000
 EVENT_VALUE_FIELDS = (
-    "id", "ts", "actor_id", "actor", "department", "action", "outcome", "target_type", "target_id", "ip", "data"
+    "id",
+    "ts",
+    "actor_id",
+    "actor",
+    "department",
+    "action",
+    "outcome",
+    "target_type",
+    "target_id",
+    "ip",
+    "data",
 )
 
 

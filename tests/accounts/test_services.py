@@ -37,8 +37,7 @@ def test_production_hashes_passwords_with_argon2id_defaults():
 
 
 def test_passwords_are_hashed_with_argon2(personas):
-    user, one_time = do_create_user("nina.nurse", role=Role.STAFF, department=personas.radiology,
-                                    actor=personas.admin)
+    user, one_time = do_create_user("nina.nurse", role=Role.STAFF, department=personas.radiology, actor=personas.admin)
     assert user.password.startswith("argon2$argon2id$")
     assert user.check_password(one_time) and user.must_change_password
     event = AuditEvent.objects.get(action="user.create", target_id=str(user.pk))
@@ -56,8 +55,12 @@ def test_a_write_and_its_audit_event_roll_back_together(personas):
 
 @pytest.mark.parametrize(
     ("name", "weight", "code"),
-    [("", 1, "department.name_required"), ("Radiology", 1, "department.exists"),
-     ("radiology", 1, "department.exists"), ("Oncology", 0, "department.bad_weight")],
+    [
+        ("", 1, "department.name_required"),
+        ("Radiology", 1, "department.exists"),
+        ("radiology", 1, "department.exists"),
+        ("Oncology", 0, "department.bad_weight"),
+    ],
 )
 def test_department_refusals(personas, name, weight, code):
     before = (Department.objects.count(), AuditEvent.objects.count())
@@ -99,8 +102,9 @@ def test_api_key_is_shown_once_and_stored_only_as_a_digest(personas):
 
 
 def test_api_key_revocation_and_expiry(personas):
-    issued = do_create_api_key(personas.staff, name="tool", expires_at=timezone.now() + timedelta(days=1),
-                               actor=personas.staff)
+    issued = do_create_api_key(
+        personas.staff, name="tool", expires_at=timezone.now() + timedelta(days=1), actor=personas.staff
+    )
     do_revoke_api_key(issued.key, actor=personas.dept_admin)
     issued.key.refresh_from_db()
     assert issued.key.status == "revoked" and not issued.key.is_active
@@ -108,8 +112,12 @@ def test_api_key_revocation_and_expiry(personas):
         do_revoke_api_key(issued.key, actor=personas.dept_admin)
     assert caught.value.code == "apikey.already_revoked"
     with pytest.raises(AccountError) as caught:
-        do_create_api_key(personas.staff, name="late", expires_at=timezone.now() - timedelta(minutes=1),
-                          actor=personas.staff)
+        do_create_api_key(
+            personas.staff,
+            name="late",
+            expires_at=timezone.now() - timedelta(minutes=1),
+            actor=personas.staff,
+        )
     assert caught.value.code == "apikey.expiry_past"
     with pytest.raises(AccountError) as caught:
         do_create_api_key(personas.auditor, name="no dept", expires_at=None, actor=personas.auditor)
@@ -120,9 +128,11 @@ def test_password_change_refusals_change_nothing(personas):
     from tests.fixtures.personas import PASSWORD
 
     old_hash = personas.staff.password
-    for old, new, code in [("wrong", "a much better password 1", "auth.bad_password"),
-                           (PASSWORD, PASSWORD, "user.password_reused"),
-                           (PASSWORD, "short", "user.weak_password")]:
+    for old, new, code in [
+        ("wrong", "a much better password 1", "auth.bad_password"),
+        (PASSWORD, PASSWORD, "user.password_reused"),
+        (PASSWORD, "short", "user.weak_password"),
+    ]:
         with pytest.raises(AccountError) as caught:
             do_change_password(personas.staff, old=old, new=new)
         assert caught.value.code == code

@@ -38,8 +38,9 @@ def test_a_malformed_policy_is_refused_with_its_location(tmp_path):
     (tmp_path / "schemas" / "retention.schema.json").write_text(
         (source / "schemas" / "retention.schema.json").read_text()
     )
-    (tmp_path / "retention.yaml").write_text("version: 1\naudit_events_days: ten\nchat_history_days: 30\n"
-                                             "content_retention: false\n")
+    (tmp_path / "retention.yaml").write_text(
+        "version: 1\naudit_events_days: ten\nchat_history_days: 30\ncontent_retention: false\n"
+    )
     with pytest.raises(PolicyError, match="audit_events_days") as caught:
         load_policy(tmp_path, "retention")
     assert caught.value.code == "policy.invalid"

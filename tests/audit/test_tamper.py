@@ -55,8 +55,10 @@ def _tamper(cursor, rng: random.Random, ids: list[int], seq_of: dict[int, int]) 
         event_id = rng.choice(ids)
         column = rng.choice(EDITABLE)
         if column == "data":
-            cursor.execute("UPDATE audit_event SET data = data || %s::jsonb WHERE id = %s",
-                           [json.dumps({"tokens": -1}), event_id])
+            cursor.execute(
+                "UPDATE audit_event SET data = data || %s::jsonb WHERE id = %s",
+                [json.dumps({"tokens": -1}), event_id],
+            )
         elif column == "ts":
             cursor.execute("UPDATE audit_event SET ts = ts - %s WHERE id = %s", [timedelta(seconds=1), event_id])
         elif column == "actor_id":
@@ -67,7 +69,7 @@ def _tamper(cursor, rng: random.Random, ids: list[int], seq_of: dict[int, int]) 
                 [event_id],
             )
         else:
-            cursor.execute(f"UPDATE audit_event SET {column} = {column} || 'x' WHERE id = %s", [event_id])  # noqa: S608
+            cursor.execute(f"UPDATE audit_event SET {column} = {column} || 'x' WHERE id = %s", [event_id])
         return kind, "audit.event_altered", event_id
     if kind == "delete":
         event_id = rng.choice(ids)
@@ -136,7 +138,9 @@ def test_rewritten_seals_are_caught_by_the_signed_checkpoint():
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL session_replication_role = replica")
-            cursor.execute("UPDATE audit_event SET actor = 'nobody' WHERE id = (SELECT event_id FROM audit_seal WHERE seq = 5)")
+            cursor.execute(
+                "UPDATE audit_event SET actor = 'nobody' WHERE id = (SELECT event_id FROM audit_seal WHERE seq = 5)"
+            )
             previous = bytes.fromhex(AuditSeal.objects.get(seq=4).hash)
             for seal in AuditSeal.objects.filter(seq__gte=5).order_by("seq"):
                 values = AuditEvent.objects.filter(id=seal.event_id).values_list(*EVENT_VALUE_FIELDS).get()

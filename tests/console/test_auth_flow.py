@@ -66,8 +66,10 @@ def test_repeated_failures_lock_the_account_even_for_the_right_password(personas
     assert _login(Client(), "lee.lawyer", PASSWORD).status_code == 302
 
 
-@pytest.mark.parametrize("data", [{"username": "", "password": "x"}, {"username": "a" * 151, "password": "x"},
-                                  {"username": "sam.staff"}])
+@pytest.mark.parametrize(
+    "data",
+    [{"username": "", "password": "x"}, {"username": "a" * 151, "password": "x"}, {"username": "sam.staff"}],
+)
 def test_malformed_login_forms_are_refused(personas, data):
     response = Client().post("/login/", data)
     assert response.status_code == 400
@@ -134,17 +136,16 @@ def test_malformed_totp_code(personas):
 
 
 def test_one_time_password_must_be_replaced_at_first_login(personas):
-    user, one_time = do_create_user("nina.nurse", role=Role.STAFF, department=personas.radiology,
-                                    actor=personas.admin)
+    user, one_time = do_create_user("nina.nurse", role=Role.STAFF, department=personas.radiology, actor=personas.admin)
     client = Client()
     assert _login(client, "nina.nurse", one_time).status_code == 302
     assert client.get("/keys/")["Location"] == "/password/"
-    response = client.post("/password/", {"old_password": one_time, "new_password": "short",
-                                          "new_password_again": "short"})
+    response = client.post(
+        "/password/", {"old_password": one_time, "new_password": "short", "new_password_again": "short"}
+    )
     assert response.status_code == 400
     new = "a long and private passphrase 7"
-    response = client.post("/password/", {"old_password": one_time, "new_password": new,
-                                          "new_password_again": new})
+    response = client.post("/password/", {"old_password": one_time, "new_password": new, "new_password_again": new})
     assert response.status_code == 302
     user.refresh_from_db()
     assert not user.must_change_password and user.check_password(new)
@@ -164,8 +165,12 @@ def test_missing_csrf_token_is_refused_and_changes_nothing(personas):
 def test_oversized_and_malformed_fields_change_nothing(personas):
     client = verified_client(personas.admin)
     before = (User.objects.count(), AuditEvent.objects.filter(action="user.create").count())
-    for data in ({"username": "x" * 200, "role": "staff"}, {"username": "bad name!", "role": "staff"},
-                 {"username": "ok", "role": "emperor"}, {"username": "ok", "role": "staff", "email": "nope"}):
+    for data in (
+        {"username": "x" * 200, "role": "staff"},
+        {"username": "bad name!", "role": "staff"},
+        {"username": "ok", "role": "emperor"},
+        {"username": "ok", "role": "staff", "email": "nope"},
+    ):
         response = client.post("/users/", data)
         assert response.status_code == 400 and _error_code(response) == "form.invalid", data
     assert (User.objects.count(), AuditEvent.objects.filter(action="user.create").count()) == before
@@ -185,15 +190,24 @@ def test_api_key_checks_refuse_invalid_revoked_and_expired_keys(personas):
     assert authenticate_api_key(good.secret).pk == good.key.pk
     revoked = do_create_api_key(personas.staff, name="b", expires_at=None, actor=personas.staff)
     do_revoke_api_key(revoked.key, actor=personas.staff)
-    expiring = do_create_api_key(personas.staff, name="c", expires_at=timezone.now() + timedelta(seconds=1),
-                                 actor=personas.staff)
+    expiring = do_create_api_key(
+        personas.staff, name="c", expires_at=timezone.now() + timedelta(seconds=1), actor=personas.staff
+    )
     type(expiring.key).objects.filter(pk=expiring.key.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
-    for secret, code in [(good.secret[:-2] + "xx", "apikey.invalid"), ("sk-something", "apikey.invalid"),
-                         (revoked.secret, "apikey.revoked"), (expiring.secret, "apikey.expired")]:
+    for secret, code in [
+        (good.secret[:-2] + "xx", "apikey.invalid"),
+        ("sk-something", "apikey.invalid"),
+        (revoked.secret, "apikey.revoked"),
+        (expiring.secret, "apikey.expired"),
+    ]:
         with pytest.raises(AccountError) as caught:
             authenticate_api_key(secret)
         assert caught.value.code == code
     refused = AuditEvent.objects.filter(action="apikey.refused").values_list("data", flat=True)
-    assert sorted(d["code"] for d in refused) == ["apikey.expired", "apikey.invalid", "apikey.invalid",
-                                                   "apikey.revoked"]
+    assert sorted(d["code"] for d in refused) == [
+        "apikey.expired",
+        "apikey.invalid",
+        "apikey.invalid",
+        "apikey.revoked",
+    ]
     assert all(good.secret not in str(d) for d in refused)

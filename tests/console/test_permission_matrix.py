@@ -91,8 +91,12 @@ def test_permission_matrix(personas, name, route, persona, method):
 )
 def test_object_checks_keep_admins_inside_their_department(personas, persona, path, code):
     other_key = do_create_api_key(personas.other_staff, name="k", expires_at=None, actor=None).key
-    url = path.format(other_staff=personas.other_staff.pk, admin=personas.admin.pk,
-                      litigation=personas.litigation.pk, other_key=other_key.pk)
+    url = path.format(
+        other_staff=personas.other_staff.pk,
+        admin=personas.admin.pk,
+        litigation=personas.litigation.pk,
+        other_key=other_key.pk,
+    )
     response = verified_client(personas.by_name(persona)).post(url, {"weight": 5, "role": "staff"})
     assert response.status_code == 403 and f'data-code="{code}"'.encode() in response.content
     other_key.refresh_from_db()

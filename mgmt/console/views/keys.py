@@ -35,18 +35,25 @@ def api_keys(request: HttpRequest) -> HttpResponse:
     context = {"form": form, "keys": _visible_keys(user)[:500]}
     if request.method == "POST":
         if not form.is_valid():
-            return render(request, "console/keys.html", {**context, "error_code": "form.invalid",
-                          "error": "Check the fields marked below."}, status=400)
+            return render(
+                request,
+                "console/keys.html",
+                {**context, "error_code": "form.invalid", "error": "Check the fields marked below."},
+                status=400,
+            )
         expires_on = form.cleaned_data["expires_on"]
-        expires_at = (
-            timezone.make_aware(datetime.combine(expires_on, time.max)) if expires_on is not None else None
-        )
+        expires_at = timezone.make_aware(datetime.combine(expires_on, time.max)) if expires_on is not None else None
         try:
-            issued = do_create_api_key(user, name=form.cleaned_data["name"], expires_at=expires_at, actor=user,
-                                       request=request)
+            issued = do_create_api_key(
+                user, name=form.cleaned_data["name"], expires_at=expires_at, actor=user, request=request
+            )
         except AccountError as exc:
-            return render(request, "console/keys.html", {**context, "error_code": exc.code, "error": exc.message},
-                          status=400)
+            return render(
+                request,
+                "console/keys.html",
+                {**context, "error_code": exc.code, "error": exc.message},
+                status=400,
+            )
         return render(request, "console/key_created.html", {"issued": issued})
     return render(request, "console/keys.html", context)
 

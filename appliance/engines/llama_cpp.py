@@ -1,0 +1,86 @@
+"""llama.cpp's `llama-server` serving a 2-bit DeepSeek V4 Flash GGUF on one 80-96 GB card.
+
+It serves /health ("200 once the model is loaded") and, with `--metrics`, Prometheus /metrics.
+Requests are spread over `parallel` slots with continuous batching; there is no request priority.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from appliance.engines.base import (
+    EngineAdapter,
+    EngineKind,
+    HealthProbe,
+    PriorityCapability,
+    require_positive,
+)
+from appliance.engines.errors import InvalidEngineOption
+
+__all__ = ["LlamaCppEngine"]
+
+_KV_TYPES = frozenset({"f16", "bf16", "q8_0", "q4_0"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class LlamaCppEngine(EngineAdapter):
+    kind: ClassVar[EngineKind] = EngineKind.LLAMA_CPP
+    health: ClassVar[HealthProbe] = HealthProbe("/health")
+    metrics_path: ClassVar[str | None] = "/metrics"
+    priority: ClassVar[PriorityCapability] = PriorityCapability.NONE
+
+    binary: Path = Path("/opt/enclave/engines/llama.cpp/bin/llama-server")
+    ctx_size: int = 131_072
+    parallel: int = 4
+    cache_type: str = "q8_0"
+    cuda_device: int | None = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_positive(self.name, "ctx_size", self.ctx_size)
+        require_positive(self.name, "parallel", self.parallel)
+        if self.cache_type not in _KV_TYPES:
+            raise InvalidEngineOption(
+                f"engine {self.name}: KV cache type {self.cache_type!r} is not one of {sorted(_KV_TYPES)}"
+            )
+
+    def context_length(self) -> int:
+        # llama-server splits --ctx-size evenly over the slots: one request gets ctx_size / parallel.
+        return self.ctx_size // self.parallel
+
+    def argv(self) -> tuple[str, ...]:
+        return (
+            str(self.binary),
+            "--model",
+            str(self.model),
+            "--alias",
+            self.served_model_name,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--ctx-size",
+            str(self.ctx_size),
+            "--parallel",
+            str(self.parallel),
+            "--cont-batching",
+            "--jinja",
+            "--flash-attn",
+            "on",
+            "--fit",
+            "on",
+            "--cache-type-k",
+            self.cache_type,
+            "--cache-type-v",
+            self.cache_type,
+            "--metrics",
+            "--no-webui",
+        )
+
+    def environment(self) -> dict[str, str]:
+        env = super().environment()
+        if self.cuda_device is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(self.cuda_device)
+        return env
