@@ -72,9 +72,7 @@ def build(base: Path, keys: Path, gib: int) -> Path:
     source = base / f"src-{gib}g"
     make_payload(source, gib)
     release = ReleaseInfo("enclave", f"bench{gib}g", 1, "stable", ("cpu-dev",), datetime.now(UTC))
-    bundle = vendor.build_bundle(
-        source, base / f"stick-{gib}g", release=release, roots_dir=base / "roots", link=True
-    )
+    bundle = vendor.build_bundle(source, base / f"stick-{gib}g", release=release, roots_dir=base / "roots", link=True)
     vendor.sign_bundle(
         bundle,
         targets_signers=[

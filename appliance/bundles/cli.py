@@ -33,9 +33,7 @@ __all__ = ["register"]
 # Fault injection for the crash tests: the process stops itself (SIGSTOP) when it reaches this phase,
 # so that a test can SIGKILL it exactly at a phase boundary. Unset in production.
 FAULT_ENV = "ENCLAVE_BUNDLE_FAULT_STOP_AT"
-NO_AUDIT_HELP = (
-    "do not record the step in the console's audit trail (only where there is no console database)"
-)
+NO_AUDIT_HELP = "do not record the step in the console's audit trail (only where there is no console database)"
 
 
 def _config() -> UpdateConfig:
@@ -97,9 +95,7 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _root(args: argparse.Namespace) -> int:
-    pubs = {
-        k: [vendor.load_public_key(Path(p)) for p in getattr(args, k)] for k in ("root_key", "targets_key")
-    }
+    pubs = {k: [vendor.load_public_key(Path(p)) for p in getattr(args, k)] for k in ("root_key", "targets_key")}
     release_key = vendor.load_public_key(Path(args.release_key))
     signers = [vendor.load_signer(Path(p)) for p in args.sign]
     if args.previous:
@@ -243,9 +239,7 @@ def _activate(args: argparse.Namespace) -> int:
     args.audit_action = "bundle.activate"
     state = _manager().activate(_health_gate(args.health_cmd))
     current = state["current"]
-    _audit(
-        args, "bundle.activate", "ok", {k: current[k] for k in ("release", "sequence", "digests", "signers")}
-    )
+    _audit(args, "bundle.activate", "ok", {k: current[k] for k in ("release", "sequence", "digests", "signers")})
     _print(args, state["current"], f"activated release {state['current']['release']}")
     return 0
 
@@ -298,9 +292,7 @@ def _run(func: Any, audited: bool = False) -> Any:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    bundle = subparsers.add_parser(
-        "bundle", help="signed update bundles: build, sign, verify, import, activate"
-    )
+    bundle = subparsers.add_parser("bundle", help="signed update bundles: build, sign, verify, import, activate")
     sub = bundle.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("keygen", help="vendor: create Ed25519 key pairs (NAME.key, NAME.pub.json)")
@@ -308,9 +300,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("names", nargs="+")
     p.set_defaults(func=_run(_keygen))
 
-    p = sub.add_parser(
-        "root", help="vendor: write the first root, or the next one (--previous) for a rotation"
-    )
+    p = sub.add_parser("root", help="vendor: write the first root, or the next one (--previous) for a rotation")
     p.add_argument("--out", required=True, help="the roots directory")
     p.add_argument("--root-key", action="append", required=True, help="public key file (three of them)")
     p.add_argument("--targets-key", action="append", required=True, help="public key file (three of them)")
@@ -320,9 +310,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--sign-old", action="append", default=[], help="private root key of the previous root")
     p.set_defaults(func=_run(_root))
 
-    p = sub.add_parser(
-        "build", help="vendor: lay out ENCLAVE-<release>/ from a release tree, hash every file"
-    )
+    p = sub.add_parser("build", help="vendor: lay out ENCLAVE-<release>/ from a release tree, hash every file")
     p.add_argument("source")
     p.add_argument("--out", required=True)
     p.add_argument("--release", required=True, help="e.g. 2026Q4")
@@ -357,9 +345,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             p.add_argument("--health-cmd", help="shell command that must exit 0 after the flip")
         p.set_defaults(func=_run(func, audited=name == "import"))
 
-    p = sub.add_parser(
-        "activate", help="flip to the staged release, run the health gate, commit or roll back"
-    )
+    p = sub.add_parser("activate", help="flip to the staged release, run the health gate, commit or roll back")
     p.add_argument("--health-cmd", help="shell command that must exit 0 after the flip ($ENCLAVE_POINTERS)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-audit", action="store_true", help=NO_AUDIT_HELP)

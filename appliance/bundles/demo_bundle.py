@@ -86,9 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         media.mkdir(parents=True, exist_ok=True)
         shutil.move(str(bundle), target)
-    print(
-        f"demo bundle: {target}\ntrust root: {trust_root}\nOpen the console's Updates page (appliance admin)."
-    )
+    print(f"demo bundle: {target}\ntrust root: {trust_root}\nOpen the console's Updates page (appliance admin).")
     return 0
 
 

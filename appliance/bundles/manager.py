@@ -173,9 +173,7 @@ class UpdateManager:
     def verify(self, bundle_dir: Path) -> VerifiedBundle:
         return BundleVerifier(self.trust(), self.config.identity, self._clock).verify(bundle_dir)
 
-    def import_bundle(
-        self, bundle_dir: Path, progress: Callable[[Progress], None] | None = None
-    ) -> dict[str, Any]:
+    def import_bundle(self, bundle_dir: Path, progress: Callable[[Progress], None] | None = None) -> dict[str, Any]:
         """Verify the bundle, then copy its files once into staging and assemble the release."""
         with self._locked() as state:
             if state["phase"] != "idle" and state["phase"] != "staged":
@@ -202,9 +200,7 @@ class UpdateManager:
                     on_object=lambda entry: self._on_phase("staging-object"),
                 )
                 self._on_phase("copied")
-                assemble_release(
-                    self.releases, bundle.release.release, self.store, bundle.targets, self._venv_builder
-                )
+                assemble_release(self.releases, bundle.release.release, self.store, bundle.targets, self._venv_builder)
             except BundleError as error:
                 state.update(phase="idle", job=None)  # verified objects stay: a re-import resumes
                 self._record_failure(state, error, bundle.release.release)
@@ -228,9 +224,7 @@ class UpdateManager:
             state.update(phase="activating", flip={"old": old, "new": new})
             self._write_state(state)
             self._on_phase("activating")
-            flip_pointers(
-                self.pointers, new, after_each=lambda component: self._on_phase(f"flipped-{component}")
-            )
+            flip_pointers(self.pointers, new, after_each=lambda component: self._on_phase(f"flipped-{component}"))
             state["phase"] = "activated"
             self._write_state(state)
             self._on_phase("activated")

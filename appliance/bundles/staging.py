@@ -170,9 +170,7 @@ class ObjectStore:
             state.done_bytes -= length
             tmp.unlink(missing_ok=True)
             if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise NoSpace(
-                    f"the disk filled up while staging targets/{entry.path}: {exc.strerror}"
-                ) from exc
+                raise NoSpace(f"the disk filled up while staging targets/{entry.path}: {exc.strerror}") from exc
             raise
 
         def commit() -> None:
@@ -247,9 +245,7 @@ def stream_checked(
         raise HashMismatch(f"targets/{entry.path} does not match its signed SHA-256")
 
 
-def check_targets(
-    bundle_dir: Path, entries: Iterable[TargetEntry], progress: ProgressCallback | None = None
-) -> int:
+def check_targets(bundle_dir: Path, entries: Iterable[TargetEntry], progress: ProgressCallback | None = None) -> int:
     """Read every target on the stick once and check its length and SHA-256 (copying nothing).
 
     For `enclavectl bundle verify --deep`: a vendor or an admin can check a stick before an import.

@@ -108,14 +108,10 @@ def _classify_unsigned(delegator: Root, role: str, data: bytes, exc: Exception) 
                 try:
                     delegator.get_key(keyid).verify_signature(sig, payload)
                 except Exception:
-                    return BadSignature(
-                        f"{role}.json carries a signature by key {keyid[:16]} that does not verify"
-                    )
+                    return BadSignature(f"{role}.json carries a signature by key {keyid[:16]} that does not verify")
         unknown = [k for k in md.signatures if k not in role_keys]
         if unknown:
-            return UnknownKey(
-                f"{role}.json is signed by key(s) {', '.join(k[:16] for k in unknown)} not trusted"
-            )
+            return UnknownKey(f"{role}.json is signed by key(s) {', '.join(k[:16] for k in unknown)} not trusted")
     except Exception:  # noqa: S110 - fall through to the generic message below
         pass
     return ThresholdNotMet(f"{role}.json: {exc}")
@@ -227,9 +223,7 @@ class BundleVerifier:
         except tuf_exc.RepositoryError:
             return
 
-    def _step(
-        self, trusted: TrustedMetadataSet, role: str, data: bytes, update: Callable[[bytes], Any]
-    ) -> None:
+    def _step(self, trusted: TrustedMetadataSet, role: str, data: bytes, update: Callable[[bytes], Any]) -> None:
         if role == Snapshot.type and self._trust.snapshot is not None and Snapshot.type not in trusted:
             # the last accepted snapshot: kept for the rollback check of the new one, if it loads
             with contextlib.suppress(tuf_exc.RepositoryError):
@@ -243,20 +237,12 @@ class BundleVerifier:
         except tuf_exc.BadVersionNumberError as exc:
             pinned = "Expected snapshot version" in str(exc) or role == Targets.type
             if not pinned:
-                raise Rollback(
-                    f"{role}.json is older than what the appliance already accepted: {exc}"
-                ) from exc
-            raise MetadataMismatch(
-                f"{role}.json does not belong with the rest of the metadata: {exc}"
-            ) from exc
+                raise Rollback(f"{role}.json is older than what the appliance already accepted: {exc}") from exc
+            raise MetadataMismatch(f"{role}.json does not belong with the rest of the metadata: {exc}") from exc
         except tuf_exc.ExpiredMetadataError as exc:
-            raise ExpiredBundle(
-                f"{exc} (checked against {trusted.reference_time:%Y-%m-%d %H:%M} UTC)"
-            ) from exc
+            raise ExpiredBundle(f"{exc} (checked against {trusted.reference_time:%Y-%m-%d %H:%M} UTC)") from exc
         except tuf_exc.LengthOrHashMismatchError as exc:
-            raise MetadataMismatch(
-                f"{role}.json does not match the hash pinned by the role above it"
-            ) from exc
+            raise MetadataMismatch(f"{role}.json does not match the hash pinned by the role above it") from exc
         except DeserializationError as exc:
             raise MetadataInvalid(f"{role}.json cannot be parsed: {exc}") from exc
         except tuf_exc.RepositoryError as exc:
@@ -276,13 +262,10 @@ class BundleVerifier:
                     f"{accepted.release} (#{accepted.sequence})"
                 )
         if release.product != self._identity.product:
-            raise WrongProduct(
-                f"the bundle is for product {release.product!r}, not {self._identity.product!r}"
-            )
+            raise WrongProduct(f"the bundle is for product {release.product!r}, not {self._identity.product!r}")
         if release.channel != self._identity.channel:
             raise WrongChannel(
-                f"the bundle is for channel {release.channel!r}, this appliance follows "
-                f"{self._identity.channel!r}"
+                f"the bundle is for channel {release.channel!r}, this appliance follows {self._identity.channel!r}"
             )
         if self._identity.hardware_class not in release.hardware:
             raise WrongHardware(

@@ -26,9 +26,7 @@ __all__ = ["do_request_activate", "do_request_import", "do_request_rollback", "r
 PROGRESS_INTERVAL = 0.5
 
 
-def _audit_refusal(
-    kind: str, error: BundleError, actor: Any, request: HttpRequest | None, target: str
-) -> None:
+def _audit_refusal(kind: str, error: BundleError, actor: Any, request: HttpRequest | None, target: str) -> None:
     with transaction.atomic():
         record_event(
             f"bundle.{kind}",
@@ -86,9 +84,7 @@ def do_request_activate(*, actor: Any, request: HttpRequest | None = None) -> Im
         error = BadState("there is no imported bundle waiting to be activated")
         _audit_refusal("activate", error, actor, request, "")
         raise error
-    return _enqueue(
-        ImportJob.Kind.ACTIVATE, actor=actor, request=request, release=state["job"]["release"]["release"]
-    )
+    return _enqueue(ImportJob.Kind.ACTIVATE, actor=actor, request=request, release=state["job"]["release"]["release"])
 
 
 def do_request_rollback(*, actor: Any, request: HttpRequest | None = None) -> ImportJob:
@@ -97,9 +93,7 @@ def do_request_rollback(*, actor: Any, request: HttpRequest | None = None) -> Im
         error = NoPreviousRelease("there is no previous release on this appliance to return to")
         _audit_refusal("rollback", error, actor, request, "")
         raise error
-    return _enqueue(
-        ImportJob.Kind.ROLLBACK, actor=actor, request=request, release=state["previous"]["release"]
-    )
+    return _enqueue(ImportJob.Kind.ROLLBACK, actor=actor, request=request, release=state["previous"]["release"])
 
 
 def _claim(job_id: int) -> bool:

@@ -32,9 +32,7 @@ def test_failed_health_check_rolls_back_to_the_previous_release(
         manager.activate(smoke_inference_fails)
     assert caught.value.code == "bundle.health_check_failed"
     assert seen == [b"new\n"]  # the gate ran against the new release
-    assert (manager.pointers / "policies" / "retention.yaml").read_bytes() == PAYLOAD[
-        "policies/retention.yaml"
-    ]
+    assert (manager.pointers / "policies" / "retention.yaml").read_bytes() == PAYLOAD["policies/retention.yaml"]
     assert manager.trust_file.read_bytes() == trust_before
     state = manager.read_state()
     assert state["phase"] == "staged"
@@ -54,9 +52,7 @@ def test_steps_out_of_order_are_refused(tmp_path: Path, kit: VendorKit, applianc
     assert caught.value.code == "bundle.no_previous_release"
 
 
-def test_second_operation_is_refused_while_one_runs(
-    tmp_path: Path, kit: VendorKit, appliance: Appliance
-) -> None:
+def test_second_operation_is_refused_while_one_runs(tmp_path: Path, kit: VendorKit, appliance: Appliance) -> None:
     bundle = kit.build(tmp_path, PAYLOAD, "2026Q3", 1)
     codes: list[str] = []
 

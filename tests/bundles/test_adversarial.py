@@ -26,9 +26,7 @@ from tests.bundles.conftest import PAYLOAD, Appliance, VendorKit, healthy, snaps
 Case = Callable[[Path, VendorKit], Path]
 
 
-def _resign_targets(
-    bundle: Path, kit: VendorKit, edit: Callable[[Targets], None], signers: tuple[str, ...]
-) -> None:
+def _resign_targets(bundle: Path, kit: VendorKit, edit: Callable[[Targets], None], signers: tuple[str, ...]) -> None:
     """An attacker (or a careless release) that controls what two real targets keys sign."""
     path = bundle / "metadata" / "targets.json"
     md = Metadata[Targets].from_file(str(path))
@@ -63,9 +61,7 @@ def case_tampered_targets_resigned_snapshot(tmp: Path, kit: VendorKit) -> Path:
 
 def case_tampered_targets(tmp: Path, kit: VendorKit) -> Path:
     bundle = good(tmp, kit)
-    _edit_json(
-        bundle / "metadata" / "targets.json", lambda d: d["signed"]["x-enclave"].update(channel="stable ")
-    )
+    _edit_json(bundle / "metadata" / "targets.json", lambda d: d["signed"]["x-enclave"].update(channel="stable "))
     return bundle
 
 
@@ -312,9 +308,7 @@ def test_bad_bundle_is_refused_and_changes_nothing(
     assert caught.value.code == code, str(caught.value)
     assert observable(live) == before
     assert live.read_state()["last"]["code"] == code
-    assert (live.pointers / "models" / "tiny" / "config.json").read_bytes() == PAYLOAD[
-        "models/tiny/config.json"
-    ]
+    assert (live.pointers / "models" / "tiny" / "config.json").read_bytes() == PAYLOAD["models/tiny/config.json"]
 
 
 def test_rollback_to_an_older_release_is_refused(tmp_path: Path, kit: VendorKit, live: UpdateManager) -> None:
@@ -330,9 +324,7 @@ def test_rollback_to_an_older_release_is_refused(tmp_path: Path, kit: VendorKit,
     assert observable(live) == before
 
 
-def test_clock_set_back_does_not_revive_an_expired_bundle(
-    tmp_path: Path, kit: VendorKit, appliance: Appliance
-) -> None:
+def test_clock_set_back_does_not_revive_an_expired_bundle(tmp_path: Path, kit: VendorKit, appliance: Appliance) -> None:
     manager = appliance.manager()
     # The vendor's bundle of record was issued 40 days from the appliance's clock (its clock was set back).
     issued = datetime.now(UTC).replace(microsecond=0) + timedelta(days=40)

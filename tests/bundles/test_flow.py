@@ -17,9 +17,7 @@ def test_import_activate_and_next_release(tmp_path: Path, kit: VendorKit, applia
     assert manager.read_state()["phase"] == "staged"
     manager.activate(healthy)
     pointers = manager.pointers
-    assert (pointers / "models" / "tiny" / "model.safetensors").read_bytes() == PAYLOAD[
-        "models/tiny/model.safetensors"
-    ]
+    assert (pointers / "models" / "tiny" / "model.safetensors").read_bytes() == PAYLOAD["models/tiny/model.safetensors"]
     assert (pointers / "policies" / "retention.yaml").read_bytes() == PAYLOAD["policies/retention.yaml"]
     state = manager.read_state()
     assert state["current"]["release"] == "2026Q3"
@@ -61,9 +59,7 @@ def test_demo_bundle_verifies_and_imports_on_the_demo_appliance(tmp_path: Path) 
     (model / "config.json").write_text("{}")
     assert demo_bundle(["--state-dir", str(tmp_path / "var"), "--model", str(model)]) == 0
     assert demo_bundle(["--state-dir", str(tmp_path / "var")]) == 0  # again: same demo keys, same trust root
-    manager = UpdateManager(
-        UpdateConfig(tmp_path / "var", tmp_path / "var" / "bundle-trust-root.json", IDENTITY)
-    )
+    manager = UpdateManager(UpdateConfig(tmp_path / "var", tmp_path / "var" / "bundle-trust-root.json", IDENTITY))
     manager.import_bundle(tmp_path / "var" / "media" / "ENCLAVE-2026Q4")
     manager.activate(lambda pointers: None)
     assert "demo bundle 2026Q4" in (manager.pointers / "policies" / "retention.yaml").read_text()

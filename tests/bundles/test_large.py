@@ -26,9 +26,7 @@ def test_flipped_byte_in_a_1gib_shard(tmp_path: Path, kit: VendorKit, appliance:
     for rel, data in PAYLOAD.items():
         (source / rel).parent.mkdir(parents=True, exist_ok=True)
         (source / rel).write_bytes(data)
-    bundle = vendor.build_bundle(
-        source, tmp_path / "stick", release=kit.release("2026Q4", 1), roots_dir=kit.roots_dir
-    )
+    bundle = vendor.build_bundle(source, tmp_path / "stick", release=kit.release("2026Q4", 1), roots_dir=kit.roots_dir)
     vendor.sign_bundle(
         bundle,
         targets_signers=[kit.signer("targets-1"), kit.signer("targets-2")],

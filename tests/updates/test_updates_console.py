@@ -41,9 +41,7 @@ def media(tmp_path: Path, vendor_kit: VendorKit, settings, monkeypatch) -> Path:
     return stick
 
 
-def put_on_stick(
-    kit: VendorKit, stick: Path, files: dict[str, bytes], name: str, sequence: int, **kw
-) -> Path:
+def put_on_stick(kit: VendorKit, stick: Path, files: dict[str, bytes], name: str, sequence: int, **kw) -> Path:
     built = kit.build(stick.parent / "vendor-out", files, name, sequence, **kw)
     return built.rename(stick / built.name)
 
@@ -168,9 +166,7 @@ def test_refusals_are_clear_and_audited(personas, media, vendor_kit):
     assert b'data-code="bundle.busy"' in busy.content
     nothing = admin.post("/updates/activate/")
     assert b'data-code="bundle.bad_state"' in nothing.content
-    codes = sorted(
-        e.data["code"] for e in AuditEvent.objects.filter(outcome="denied", action__startswith="bundle.")
-    )
+    codes = sorted(e.data["code"] for e in AuditEvent.objects.filter(outcome="denied", action__startswith="bundle."))
     assert codes == ["bundle.bad_state", "bundle.busy", "bundle.not_a_bundle"]
     assert ImportJob.objects.count() == 1
 
