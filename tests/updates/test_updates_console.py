@@ -5,45 +5,16 @@ from __future__ import annotations
 
 import json
 import socket
-from pathlib import Path
 
 import pytest
 
 from mgmt.audit.models import AuditEvent
 from mgmt.updates.models import ImportJob
 from mgmt.updates.services import do_request_import, run_job
-from tests.bundles.conftest import PAYLOAD, VendorKit, _make_kit
+from tests.bundles.conftest import PAYLOAD
 from tests.fixtures.personas import verified_client
 from tests.fixtures.processes import wait_for
-
-
-@pytest.fixture
-def vendor_kit(tmp_path: Path) -> VendorKit:
-    return _make_kit(tmp_path / "vendor")
-
-
-@pytest.fixture
-def media(tmp_path: Path, vendor_kit: VendorKit, settings, monkeypatch) -> Path:
-    """A 'stick' directory watched by the console, and the appliance's state, for this process and workers."""
-    stick = tmp_path / "media"
-    stick.mkdir()
-    state = tmp_path / "state"
-    root = tmp_path / "image" / "bundle-trust-root.json"
-    root.parent.mkdir()
-    root.write_bytes((vendor_kit.roots_dir / "1.root.json").read_bytes())
-    settings.STATE_DIR = state
-    settings.BUNDLE_TRUST_ROOT = root
-    settings.UPDATES_WATCH_DIRS = [str(stick)]
-    settings.UPDATES_SMOKE_ENDPOINTS = []
-    monkeypatch.setenv("ENCLAVE_STATE_DIR", str(state))
-    monkeypatch.setenv("ENCLAVE_BUNDLE_TRUST_ROOT", str(root))
-    monkeypatch.setenv("ENCLAVE_UPDATES_WATCH_DIRS", str(stick))
-    return stick
-
-
-def put_on_stick(kit: VendorKit, stick: Path, files: dict[str, bytes], name: str, sequence: int, **kw) -> Path:
-    built = kit.build(stick.parent / "vendor-out", files, name, sequence, **kw)
-    return built.rename(stick / built.name)
+from tests.updates.conftest import put_on_stick
 
 
 def _job_done(job_id: int) -> bool:
