@@ -1,10 +1,12 @@
 """`make bench-bundles`: bundle import against `cp`, deep verification against `sha256sum`, and peak
 memory at two payload sizes. Writes bench-results/bundles.json and prints a short table.
 
-Page cache: every timed run (ours and the reference) starts from a WARM cache (the source files are
-read once right before it), because dropping caches would disturb the other work on a shared machine.
-Warm reads make hashing, not the stick, the limit, so the import/cp ratio is an upper bound of what
-a real USB stick (100-400 MB/s) would show. Both sides write to the same disk and end durable
+Page cache: by default every timed run (ours and the reference) starts from a WARM cache (the source
+files are read once right before it), because dropping caches disturbs other work on a shared machine.
+Warm reads make CPU and memory copies, not the stick, the limit, so the import/cp ratio is an upper
+bound of what a real USB stick (100-400 MB/s) would show. BUNDLES_BENCH_CACHE=cold instead drops the
+page cache (root: `sync; echo 3 > /proc/sys/vm/drop_caches`) before every timed run, both sides alike.
+Both sides write to the same disk and end durable
 (ours fsyncs each object; `cp` is followed by `sync -f`). Runs alternate ours/reference; medians.
 """
 
@@ -32,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 SIZES = [int(s) for s in os.environ.get("BUNDLES_BENCH_GIB", "1,8").split(",")]
 RUNS = int(os.environ.get("BUNDLES_BENCH_RUNS", "3"))
 WORK = Path(os.environ.get("BUNDLES_BENCH_DIR", REPO / "build" / "bench-bundles"))
+CACHE = os.environ.get("BUNDLES_BENCH_CACHE", "warm")
 IDENTITY = ApplianceIdentity("enclave", "stable", "cpu-dev")
 
 
@@ -85,6 +88,11 @@ def build(base: Path, keys: Path, gib: int) -> Path:
 
 
 def warm(paths: list[Path]) -> None:
+    """Prepare the page cache for a timed run: read the files (warm) or drop every cached page (cold)."""
+    if CACHE == "cold":
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return
     for path in paths:
         with path.open("rb") as handle:
             while handle.read(16 << 20):
@@ -134,6 +142,8 @@ def run_deep_verify(bundle: Path, root: Path, state: Path) -> float:
 
 
 def main() -> int:
+    if CACHE not in ("warm", "cold"):
+        raise SystemExit("BUNDLES_BENCH_CACHE must be warm or cold")
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     keys = vendor_kit(WORK)
@@ -182,7 +192,7 @@ def main() -> int:
         "reference": {
             "import": "cp -r targets/ DEST && sync -f DEST, same source, same disk, same run",
             "verify": "sha256sum over the same files, same run",
-            "page_cache": "warm for both sides (source read once before every timed run)",
+            "page_cache": f"{CACHE} for both sides before every timed run",
         },
         "sizes": results,
         "machine": {

@@ -63,3 +63,18 @@ def test_demo_bundle_verifies_and_imports_on_the_demo_appliance(tmp_path: Path) 
     manager.import_bundle(tmp_path / "var" / "media" / "ENCLAVE-2026Q4")
     manager.activate(lambda pointers: None)
     assert "demo bundle 2026Q4" in (manager.pointers / "policies" / "retention.yaml").read_text()
+
+
+def test_staged_copies_are_byte_identical_across_chunk_and_block_edges(
+    tmp_path: Path, kit: VendorKit, appliance: Appliance
+) -> None:
+    """Direct (O_DIRECT) writes for aligned chunks, ordinary writes for the unaligned tail."""
+    import os
+
+    sizes = {"a": (4 << 20) + 4095, "b": 8 << 20, "c": 4097, "d": 1}
+    payload = {f"models/edge/{name}.bin": os.urandom(size) for name, size in sizes.items()}
+    manager = appliance.manager()
+    manager.import_bundle(kit.build(tmp_path, {**PAYLOAD, **payload}, "2026Q3", 1))
+    manager.activate(healthy)
+    for rel, data in payload.items():
+        assert (manager.pointers / "models" / rel.split("/", 1)[1]).read_bytes() == data
