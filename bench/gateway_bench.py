@@ -219,6 +219,23 @@ def prepare_database(database_url: str, upstreams: dict[str, int]) -> str:
     return do_create_api_key(user, name=f"bench-{suffix}", expires_at=None, actor=None).secret
 
 
+def commit_latency_ms(database_url: str, count: int = 200) -> tuple[float, float]:
+    """p50/p99 of one durable single-row commit on the same PostgreSQL: the floor under the gateway's
+    added latency, since every answer waits for its audit event's commit (decision 0351)."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_commit_probe (id bigserial PRIMARY KEY, at timestamptz)")
+        times = []
+        for _ in range(count):
+            started = time.perf_counter()
+            with conn.transaction():
+                conn.execute("INSERT INTO bench_commit_probe (at) VALUES (now())")
+            times.append(time.perf_counter() - started)
+        conn.execute("DROP TABLE bench_commit_probe")
+    return pct(times, 0.5), pct(times, 0.99)
+
+
 def start_litellm(binary: str, upstream_port: int, log_dir: Path, workers: int) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     config = log_dir / "litellm.yaml"
@@ -304,6 +321,10 @@ def print_table(results: dict[str, Any], args: argparse.Namespace, log_dir: Path
         f"{results['rps_ratio_vs_direct_c100']:.0%} of direct (goal 25%)"
     )
     print(f"TTFT added at 10 streams: {results['ttft_added_ms_c10']} ms (goal 1)")
+    print(
+        f"reference: one durable PostgreSQL commit here: p50 {results['postgres_commit_p50_ms']} ms, "
+        f"p99 {results['postgres_commit_p99_ms']} ms (every answer waits for its audit commit)"
+    )
     print(f"gateway RSS with {args.streams} open streams: {results['rss_mib_1000_streams']} MiB (goal < 1024)")
 
 
@@ -393,6 +414,9 @@ def main() -> int:
             "litellm_p50_ms": pct(ll_c1, 0.5),
             "litellm_p99_ms": pct(ll_c1, 0.99),
         }
+        commit_p50, commit_p99 = commit_latency_ms(args.database_url)
+        results["postgres_commit_p50_ms"] = round(commit_p50, 3)
+        results["postgres_commit_p99_ms"] = round(commit_p99, 3)
         results["added_p50_ms_c1"] = round(pct(gw_c1, 0.5) - pct(direct_c1, 0.5), 3)
         results["added_p99_ms_c1"] = round(pct(gw_c1, 0.99) - pct(direct_c1, 0.99), 3)
         results["litellm_added_p50_ms_c1"] = round(pct(ll_c1, 0.5) - pct(direct_c1, 0.5), 3)

@@ -36,3 +36,4 @@ engine: engine-venv fixture-model ## vLLM CPU engine venv + tiny fixture model (
 .PHONY: bench-engine
 bench-engine: venv engine ## Engine start-up time and chat latency direct against vLLM CPU (bench-results/engine.json)
 	$(BIN)/python -m bench.engine --python $(ENGINE_BIN)/python --model $(FIXTURE_MODEL_DIR)
+DEMO_PREREQS += engine

@@ -17,6 +17,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from . import metrics
+
 __all__ = ["AuditRow", "AuditUnavailable", "AuditWriter"]
 
 log = logging.getLogger(__name__)
@@ -61,26 +63,29 @@ class AuditRow:
 
 
 class AuditWriter:
-    def __init__(self, database_url: str, batch_max: int = 512) -> None:
+    def __init__(self, database_url: str, batch_max: int = 512, connections: int = 2) -> None:
         self.database_url = database_url
         self.batch_max = batch_max
+        self.connections = connections
         self._queue: asyncio.Queue[tuple[AuditRow, asyncio.Future[None]]] = asyncio.Queue()
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._conns: list[psycopg.AsyncConnection[Any]] = []
         self.batches = 0
         self.failures = 0
         self.last_batch_size = 0
         self.healthy = True
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="audit-writer")
+        # Two committers: events that arrive while one batch is being flushed go out with the other
+        # at once instead of waiting for that flush to finish.
+        self._tasks = [asyncio.create_task(self._run(), name=f"audit-writer-{i}") for i in range(self.connections)]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._conn is not None:
-            await self._conn.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for conn in self._conns:
+            await conn.close()
 
     async def write(self, row: AuditRow) -> None:
         """Return once `row` is committed; raise AuditUnavailable if it could not be."""
@@ -89,17 +94,15 @@ class AuditWriter:
         # A cancelled caller (client gone) must not cancel the write that others share.
         await asyncio.shield(future)
 
-    async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = await psycopg.AsyncConnection.connect(
-                self.database_url,
-                autocommit=True,
-                connect_timeout=3,
-                application_name="enclave-gateway-audit",
-            )
-        return self._conn
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        conn = await psycopg.AsyncConnection.connect(
+            self.database_url, autocommit=True, connect_timeout=3, application_name="enclave-gateway-audit"
+        )
+        self._conns.append(conn)
+        return conn
 
     async def _run(self) -> None:
+        conn: psycopg.AsyncConnection[Any] | None = None
         while True:
             batch = [await self._queue.get()]
             while len(batch) < self.batch_max:
@@ -109,7 +112,8 @@ class AuditWriter:
                     break
             error: BaseException | None = None
             try:
-                conn = await self._connection()
+                if conn is None or conn.closed or conn.broken:
+                    conn = await self._connect()
                 async with conn.transaction(), conn.cursor() as cur:
                     await cur.executemany(INSERT_SQL, [row.params() for row, _f in batch])
                 self.healthy = True
@@ -118,11 +122,13 @@ class AuditWriter:
                 self.failures += 1
                 self.healthy = False
                 log.error("gateway: audit write of %d events failed: %s", len(batch), exc)
-                if self._conn is not None:
-                    await self._conn.close()
-                    self._conn = None
+                if conn is not None:
+                    await conn.close()
+                    self._conns.remove(conn)
+                    conn = None
             self.batches += 1
             self.last_batch_size = len(batch)
+            metrics.AUDIT_BATCH.observe(len(batch))
             for _row, future in batch:
                 if future.done():
                     continue
