@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "mgmt.accounts",
     "mgmt.audit",
     "mgmt.console",
+    "mgmt.routing",
     "mgmt.updates",
 ]
 

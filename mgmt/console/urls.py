@@ -17,6 +17,7 @@ urlpatterns = [
     path("users/<int:user_id>/", people.user_detail, name="user_detail"),
     path("users/<int:user_id>/active/", people.user_active, name="user_active"),
     path("users/<int:user_id>/reset-password/", people.user_reset_password, name="user_reset_password"),
+    path("users/<int:user_id>/keys/", keys.user_key_create, name="user_key_create"),
     path("keys/", keys.api_keys, name="api_keys"),
     path("keys/<int:key_id>/revoke/", keys.api_key_revoke, name="api_key_revoke"),
     path("audit/", audit.audit_search, name="audit"),
