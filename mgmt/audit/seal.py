@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from appliance.auditchain import EVENT_FIELDS, GENESIS, chain_hash, load_or_create_private_key, sign_checkpoint
@@ -57,10 +58,11 @@ def seal_pending(*, grace_seconds: float | None = None, batch: int = 20_000) -> 
         _lock()
         seq, previous = _chain_head()
         high = AuditSeal.objects.order_by("-event_id").values_list("event_id", flat=True).first() or 0
-        recent_sealed = AuditSeal.objects.filter(event_id__gt=high - LATE_WINDOW).values("event_id")
+        # An anti-join (NOT EXISTS), never NOT IN: NOT IN over a large subquery degrades to a nested loop.
+        sealed = AuditSeal.objects.filter(event_id=OuterRef("id"))
         pending = (
             AuditEvent.objects.filter(id__gt=high - LATE_WINDOW, ts__lte=cutoff)
-            .exclude(id__in=recent_sealed)
+            .exclude(Exists(sealed))
             .order_by("id")
             .values_list(*EVENT_VALUE_FIELDS)[:batch]
         )
