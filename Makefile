@@ -7,14 +7,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
-# Tests and the demo talk to the local PostgreSQL and Redis (see scripts/services.sh).
-export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/enclave
-export REDIS_URL ?= redis://127.0.0.1:6379/0
+# Tests and benchmarks use the local PostgreSQL and Redis (scripts/services.sh starts them). The demo uses
+# DATABASE_URL / REDIS_URL when set, else embedded defaults (SQLite, a private redis-server).
+TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/enclave
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
+TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL)
 
-# Areas append to these in mk/*.mk.
+# Areas append to these in mk/*.mk, included right here so that the rules below see the full lists
+# (make expands prerequisites when it reads a rule).
 TEST_STAGES := test-python
+TEST_PREREQS :=
+DEMO_PREREQS :=
 BENCH_TARGETS :=
 LINT_STAGES := lint-python
+-include mk/*.mk
 
 .PHONY: help
 help: ## List the targets
@@ -35,7 +41,7 @@ services: ## Make sure PostgreSQL and Redis run on loopback (starts them if down
 	bash scripts/services.sh
 
 .PHONY: demo
-demo: venv services ## Run the appliance: console + gateway + engine, prints URL and one-time admin password
+demo: venv $(DEMO_PREREQS) ## Run the appliance: console + gateway + engine, prints URL and one-time admin password
 	$(BIN)/python -m appliance.demo
 
 .PHONY: test
@@ -43,7 +49,7 @@ test: $(TEST_STAGES) ## Run every test CI runs (real PostgreSQL, Redis, Celery, 
 
 .PHONY: test-python
 test-python: venv services $(TEST_PREREQS)
-	$(BIN)/pytest -p no:cacheprovider --timeout=900 $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/pytest -p no:cacheprovider --timeout=900 $(PYTEST_ARGS)
 
 .PHONY: lint
 lint: $(LINT_STAGES) ## ruff, mypy on appliance/, check --deploy, makemigrations --check, ansible-lint
@@ -64,4 +70,3 @@ bench: venv services $(BENCH_TARGETS) ## Measure speed against named references;
 clean: ## Remove the venv, build outputs and demo state
 	rm -rf $(VENV) bench-results build var
 
--include mk/*.mk

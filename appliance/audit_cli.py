@@ -20,15 +20,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     verify.add_argument("--public-key", type=Path, help="the appliance's audit public key (with --export)")
     verify.set_defaults(func=_verify)
 
-    export = commands.add_parser(
-        "export", help="export the trail (JSONL + checkpoints) into an empty directory"
-    )
+    export = commands.add_parser("export", help="export the trail (JSONL + checkpoints) into an empty directory")
     export.add_argument("directory", type=Path)
     export.set_defaults(func=_export)
 
-    seal = commands.add_parser(
-        "seal", help="seal pending events now (celery beat does this every few seconds)"
-    )
+    seal = commands.add_parser("seal", help="seal pending events now (celery beat does this every few seconds)")
     seal.set_defaults(func=_seal)
 
 

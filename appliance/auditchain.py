@@ -160,8 +160,9 @@ class Report:
 
     def summary(self) -> str:
         if self.intact:
-            signed = self.last_checkpoint.signed_at if self.last_checkpoint else "never (no checkpoint yet)"
-            return f"{self.events} events, chain intact, last checkpoint signed at {signed}"
+            if self.last_checkpoint is None:
+                return f"{self.events} events, chain intact, nothing sealed yet (the sealer runs every few seconds)"
+            return f"{self.events} events, chain intact, last checkpoint signed at {self.last_checkpoint.signed_at}"
         first = self.findings[0]
         return f"{self.events} events, CHAIN BROKEN: {first.message} ({len(self.findings)} finding(s))"
 
@@ -206,12 +207,14 @@ class ChainVerifier:
             return GENESIS
         return bytes.fromhex(anchor.hash)
 
-    def verify(self, rows: Iterable[SealedRow]) -> Report:
+    def verify(self, rows: Iterable[SealedRow], *, after: tuple[int, str] | None = None) -> Report:
+        """Check `rows`. `after=(seq, stored hash hex)` continues from the row before the first one, so a
+        long trail can be verified in ranges in parallel (each row needs only its predecessor's seal)."""
         report = Report()
         findings = report.findings
         checkpoints = self._checkpoints
-        previous: bytes | None = None
-        expected_seq = 0
+        previous: bytes | None = None if after is None else bytes.fromhex(after[1])
+        expected_seq = 0 if after is None else after[0] + 1
         sha256 = hashlib.sha256
         for seq, event, stored in rows:
             if previous is None:
@@ -230,9 +233,7 @@ class ChainVerifier:
             expected_seq += 1
             if event is None:
                 findings.append(
-                    Finding(
-                        "audit.event_deleted", seq, None, f"the event sealed at seq {seq} has been deleted"
-                    )
+                    Finding("audit.event_deleted", seq, None, f"the event sealed at seq {seq} has been deleted")
                 )
                 previous = bytes.fromhex(stored)
                 continue

@@ -122,7 +122,7 @@ WEIGHTS: dict[Profile, Weights] = {
         V4_FLASH_MAX_CONTEXT,
     ),
     # The tiny fixture model: 2 (K and V) x 2 layers x 1 KV head x 64 x 2 bytes (bf16) = 512 B/token.
-    Profile.CPU_ONLY: Weights("Enclave tiny fixture model (random weights)", 878_837, 512, 2048),
+    Profile.CPU_ONLY: Weights("Enclave tiny fixture model (random weights)", 878_797, 512, 2048),
 }
 ENGINE_FOR: dict[Profile, EngineKind] = {
     Profile.VLLM_MULTI_GPU: EngineKind.VLLM_CUDA,
@@ -151,9 +151,7 @@ def parse_nvidia_smi_csv(text: str) -> tuple[Gpu, ...]:
         return ()
     header = [h.split(" [")[0].strip() for h in rows[0]]
     if header != list(NVIDIA_SMI_FIELDS):
-        raise NvidiaSmiParseError(
-            f"unexpected nvidia-smi CSV header {rows[0]}; expected {list(NVIDIA_SMI_FIELDS)}"
-        )
+        raise NvidiaSmiParseError(f"unexpected nvidia-smi CSV header {rows[0]}; expected {list(NVIDIA_SMI_FIELDS)}")
     gpus = []
     for line_no, row in enumerate(rows[1:], start=2):
         if len(row) != len(NVIDIA_SMI_FIELDS):
@@ -161,9 +159,7 @@ def parse_nvidia_smi_csv(text: str) -> tuple[Gpu, ...]:
         index, name, memory, cap = (_field(v) for v in row)
         try:
             mem_mib = None if memory is None else int(float(memory.removesuffix("MiB").strip()))
-            gpus.append(
-                Gpu(int(index or ""), name or "unknown GPU", None if mem_mib is None else mem_mib * MIB, cap)
-            )
+            gpus.append(Gpu(int(index or ""), name or "unknown GPU", None if mem_mib is None else mem_mib * MIB, cap))
         except ValueError as exc:
             raise NvidiaSmiParseError(f"nvidia-smi CSV line {line_no} is not understood: {row}") from exc
     return tuple(gpus)
@@ -185,9 +181,7 @@ def query_gpus(nvidia_smi: str | None = None, runner: Runner = _run) -> tuple[Gp
     if result.returncode != 0:
         if _NO_DEVICES in result.stdout + result.stderr:
             return ()
-        raise NvidiaSmiFailed(
-            f"nvidia-smi exited with {result.returncode}: {(result.stderr or result.stdout).strip()}"
-        )
+        raise NvidiaSmiFailed(f"nvidia-smi exited with {result.returncode}: {(result.stderr or result.stdout).strip()}")
     return parse_nvidia_smi_csv(result.stdout)
 
 
@@ -254,35 +248,23 @@ def choose_profile(host: Host) -> ProfileChoice:
     gpus = host.gpus
     families = {_vllm_family(g) for g in gpus}
     total = sum(g.memory_bytes or 0 for g in gpus)
-    if (
-        len(gpus) >= VLLM_DP_SIZE
-        and len(families) == 1
-        and None not in families
-        and total >= VLLM_MIN_TOTAL_BYTES
-    ):
+    if len(gpus) >= VLLM_DP_SIZE and len(families) == 1 and None not in families and total >= VLLM_MIN_TOTAL_BYTES:
         used = gpus[: len(gpus) // VLLM_DP_SIZE * VLLM_DP_SIZE][: 2 * VLLM_DP_SIZE]
         family = next(iter(families))
         return _choice(
             Profile.VLLM_MULTI_GPU,
             used,
             family,
-            f"{len(gpus)} x {gpus[0].name}: vLLM DP{VLLM_DP_SIZE}+EP, "
-            f"{len(used) // VLLM_DP_SIZE} instance(s)",
+            f"{len(gpus)} x {gpus[0].name}: vLLM DP{VLLM_DP_SIZE}+EP, {len(used) // VLLM_DP_SIZE} instance(s)",
         )
     unified = [g for g in gpus if g.memory_bytes is None]
     if unified and host.memory_bytes >= DS4_MIN_UNIFIED_BYTES:
-        return _choice(
-            Profile.DS4_SINGLE_GPU, tuple(unified[:1]), None, f"{unified[0].name} with unified memory: ds4"
-        )
+        return _choice(Profile.DS4_SINGLE_GPU, tuple(unified[:1]), None, f"{unified[0].name} with unified memory: ds4")
     largest = max(gpus, key=lambda g: g.memory_bytes or 0, default=None)
     if largest is not None and (largest.memory_bytes or 0) >= DS4_MIN_CARD_BYTES:
-        return _choice(
-            Profile.DS4_SINGLE_GPU, (largest,), None, f"{largest.name} (>= 100 GiB): ds4 on one GPU"
-        )
+        return _choice(Profile.DS4_SINGLE_GPU, (largest,), None, f"{largest.name} (>= 100 GiB): ds4 on one GPU")
     if largest is not None and (largest.memory_bytes or 0) >= LLAMA_MIN_CARD_BYTES:
-        return _choice(
-            Profile.LLAMA_CPP_GPU, (largest,), None, f"{largest.name} (75-100 GiB): llama.cpp 2-bit"
-        )
+        return _choice(Profile.LLAMA_CPP_GPU, (largest,), None, f"{largest.name} (75-100 GiB): llama.cpp 2-bit")
     why = "no NVIDIA GPU" if not gpus else f"largest GPU {largest.name if largest else '?'} is under 75 GiB"
     return _choice(Profile.CPU_ONLY, (), None, f"{why}: vLLM CPU with the tiny fixture model (dev/demo only)")
 
@@ -333,9 +315,7 @@ def plan_capacity(host: Host, choice: ProfileChoice, session_context: int | None
         reserve = ranks * GPU_RESERVE_BYTES
         weights = instances * w.size_bytes  # EP shards one copy of the experts over each instance's GPUs
         kv = pool - weights - reserve
-        notes.append(
-            f"{instances} vLLM instance(s) of DP{VLLM_DP_SIZE}+EP; each DP rank holds its own sessions"
-        )
+        notes.append(f"{instances} vLLM instance(s) of DP{VLLM_DP_SIZE}+EP; each DP rank holds its own sessions")
     elif choice.profile is Profile.DS4_SINGLE_GPU:
         gpu = choice.gpus[0]
         unified = gpu.memory_bytes is None
@@ -354,9 +334,7 @@ def plan_capacity(host: Host, choice: ProfileChoice, session_context: int | None
         kv = pool - reserve - on_device
         max_live = LLAMA_MAX_SLOTS
         if in_host:
-            notes.append(
-                f"{in_host / GIB:.1f} GiB of weights stay in host memory (--fit on); decoding is slower"
-            )
+            notes.append(f"{in_host / GIB:.1f} GiB of weights stay in host memory (--fit on); decoding is slower")
         if in_host > host.memory_available_bytes - 8 * GIB:
             notes.append("host memory is too small for the weights that do not fit the GPU")
             kv = 0

@@ -196,9 +196,7 @@ def prepare_database(database_url: str, upstreams: dict[str, int]) -> str:
     from mgmt.routing.services import TargetSpec, do_create_deployment, do_create_model, do_set_route
 
     suffix = str(int(time.time()))
-    department = Department.objects.filter(slug="bench").first() or do_create_department(
-        "Bench", weight=1, actor=None
-    )
+    department = Department.objects.filter(slug="bench").first() or do_create_department("Bench", weight=1, actor=None)
     user = (
         User.objects.filter(username="bench").first()
         or do_create_user("bench", role=Role.STAFF, department=department, actor=None)[0]
@@ -230,9 +228,7 @@ def commit_latency_ms(database_url: str, count: int = 200) -> tuple[float, float
     import psycopg
 
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS bench_commit_probe (id bigserial PRIMARY KEY, at timestamptz)"
-        )
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_commit_probe (id bigserial PRIMARY KEY, at timestamptz)")
         times = []
         for _ in range(count):
             started = time.perf_counter()
@@ -261,9 +257,7 @@ async def vllm_pair(direct_port: int, gw_port: int, key: str, model: str, count:
     body = {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 16, "ignore_eos": True}
     direct = http_request(direct_port, "/v1/chat/completions", {**body, "model": model}, "none")
     via = http_request(gw_port, "/v1/chat/completions", {**body, "model": "vllm"}, key)
-    direct_s = http_request(
-        direct_port, "/v1/chat/completions", {**body, "model": model, "stream": True}, "x"
-    )
+    direct_s = http_request(direct_port, "/v1/chat/completions", {**body, "model": model, "stream": True}, "x")
     via_s = http_request(gw_port, "/v1/chat/completions", {**body, "model": "vllm", "stream": True}, key)
     conns = {name: Conn(port) for name, port in (("d", direct_port), ("g", gw_port))}
     for conn in conns.values():
@@ -290,9 +284,7 @@ async def vllm_pair(direct_port: int, gw_port: int, key: str, model: str, count:
     }
 
 
-def start_litellm(
-    binary: str, upstream_port: int, log_dir: Path, workers: int
-) -> tuple[subprocess.Popen[bytes], int]:
+def start_litellm(binary: str, upstream_port: int, log_dir: Path, workers: int) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     config = log_dir / "litellm.yaml"
     config.write_text(
@@ -363,17 +355,14 @@ def print_table(results: dict[str, Any], args: argparse.Namespace, log_dir: Path
     ]
     for clients in (10, 100):
         row = results[f"c{clients}"]
-        rows.append(
-            (f"requests/s, {clients} clients", row["direct_rps"], row["gateway_rps"], row["litellm_rps"])
-        )
+        rows.append((f"requests/s, {clients} clients", row["direct_rps"], row["gateway_rps"], row["litellm_rps"]))
     rows.append(("TTFT p50, 10 streams (ms)", t["direct_p50_ms"], t["gateway_p50_ms"], float("nan")))
     print(f"\nGateway benchmark ({args.workers} workers each; logs in {log_dir})")
     print(f"{'measure':<34}{'direct':>12}{'gateway':>12}{'litellm':>12}")
     for name, direct, gateway, litellm in rows:
         print(f"{name:<34}{direct:>12.2f}{gateway:>12.2f}{litellm:>12.2f}")
     print(
-        f"\nadded at 1 client: p50 {results['added_p50_ms_c1']} ms, p99 {results['added_p99_ms_c1']} ms"
-        " (goals 0.5 / 2)"
+        f"\nadded at 1 client: p50 {results['added_p50_ms_c1']} ms, p99 {results['added_p99_ms_c1']} ms (goals 0.5 / 2)"
     )
     print(
         f"requests/s at 100 clients: {results['rps_ratio_vs_litellm_c100']}x LiteLLM (goal 10x), "
@@ -384,9 +373,7 @@ def print_table(results: dict[str, Any], args: argparse.Namespace, log_dir: Path
         f"reference: one durable PostgreSQL commit here: p50 {results['postgres_commit_p50_ms']} ms, "
         f"p99 {results['postgres_commit_p99_ms']} ms (every answer waits for its audit commit)"
     )
-    print(
-        f"gateway RSS with {args.streams} open streams: {results['rss_mib_1000_streams']} MiB (goal < 1024)"
-    )
+    print(f"gateway RSS with {args.streams} open streams: {results['rss_mib_1000_streams']} MiB (goal < 1024)")
     v = results.get("vllm_cpu")
     if v:
         print(
@@ -400,9 +387,7 @@ def print_table(results: dict[str, Any], args: argparse.Namespace, log_dir: Path
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--litellm", required=True, help="path of the litellm executable (build/litellm-venv)"
-    )
+    parser.add_argument("--litellm", required=True, help="path of the litellm executable (build/litellm-venv)")
     parser.add_argument("--out", default="bench-results/gateway.json")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers and LiteLLM workers")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each throughput run")
@@ -462,9 +447,7 @@ def main() -> int:
         wait_http(ll_port, "/health/liveliness", 420, litellm)
 
         body = {"model": "default", "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 8}
-        raw_direct = http_request(
-            fast_port, "/v1/chat/completions", {**body, "model": "fixture-model"}, "none"
-        )
+        raw_direct = http_request(fast_port, "/v1/chat/completions", {**body, "model": "fixture-model"}, "none")
         raw_gw = http_request(gw_port, "/v1/chat/completions", body, key)
         raw_ll = http_request(ll_port, "/v1/chat/completions", body, "sk-bench-master")
         stream_body = {**body, "stream": True}
@@ -548,9 +531,7 @@ def main() -> int:
             supervisor.wait_ready(engine.name, timeout=600)
             served = engine.served_model_name
             asyncio.run(vllm_pair(engine.port, gw_port, key, served, 3))
-            results["vllm_cpu"] = asyncio.run(
-                vllm_pair(engine.port, gw_port, key, served, args.vllm_requests)
-            )
+            results["vllm_cpu"] = asyncio.run(vllm_pair(engine.port, gw_port, key, served, args.vllm_requests))
     finally:
         for proc in reversed(procs):
             stop(proc)

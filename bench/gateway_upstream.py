@@ -39,8 +39,7 @@ class Behaviour:
 def _response(status: int, body: bytes, content_type: bytes = b"application/json") -> bytes:
     reason = {200: b"OK", 400: b"Bad Request", 404: b"Not Found"}.get(status, b"Error")
     return (
-        b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n"
-        % (status, reason, content_type, len(body))
+        b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n" % (status, reason, content_type, len(body))
     ) + body
 
 
@@ -151,10 +150,7 @@ class Upstream(asyncio.Protocol):
         now = int(time.time())
         if path == "/v1/embeddings":
             inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-            data = [
-                {"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3, 0.4]}
-                for i in range(len(inputs))
-            ]
+            data = [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3, 0.4]} for i in range(len(inputs))]
             out = {"object": "list", "data": data, "model": body.get("model"), "usage": _usage(prompt, 0)}
             self._write(_response(200, json.dumps(out).encode()))
             return
@@ -182,9 +178,7 @@ class Upstream(asyncio.Protocol):
 
     async def _stream(self, body: dict[str, Any], chat: bool, prompt: int, now: int) -> None:
         b = self.b
-        self._write(
-            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-        )
+        self._write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
         kind = "chat.completion.chunk" if chat else "text_completion"
         for i in range(b.chunks):
             if b.die_after and i == b.die_after:
@@ -192,11 +186,7 @@ class Upstream(asyncio.Protocol):
                     self.transport.abort()  # the engine process dies mid-answer
                 return
             delta = {"content": WORDS[i % len(WORDS)]} if chat else None
-            choice = (
-                {"index": 0, "delta": delta, "finish_reason": None}
-                if chat
-                else {"index": 0, "text": WORDS[i]}
-            )
+            choice = {"index": 0, "delta": delta, "finish_reason": None} if chat else {"index": 0, "text": WORDS[i]}
             event = {
                 "id": f"cmpl-{b.served}",
                 "object": kind,

@@ -101,7 +101,7 @@ class Database:
 
 
 def parse_database_url(url: str) -> Database:
-    """postgresql://user:pass@host:port/name or sqlite:///absolute/path.db (sqlite:///:memory: too)."""
+    """postgresql://user:pass@host:port/name, or sqlite:////absolute/path.db (four slashes), or sqlite:///:memory:."""
     parsed = urlparse(url)
     if parsed.scheme in {"postgres", "postgresql"}:
         name = parsed.path.lstrip("/")
@@ -118,10 +118,9 @@ def parse_database_url(url: str) -> Database:
             options=options,
         )
     if parsed.scheme == "sqlite":
-        path = url[len("sqlite://") :]
-        if path.startswith("/") and path != "/:memory:":
+        rest = url[len("sqlite://") :]
+        path = rest[1:] if rest.startswith("/") else ""
+        if path == ":memory:" or path.startswith("/"):
             return Database(engine="django.db.backends.sqlite3", name=path)
-        if path == "/:memory:":
-            return Database(engine="django.db.backends.sqlite3", name=":memory:")
         raise SettingError(f"DATABASE_URL {url!r}: use sqlite:////absolute/path.db")
     raise SettingError(f"DATABASE_URL {url!r}: scheme must be postgresql:// or sqlite:///")

@@ -6,6 +6,7 @@ ENCLAVE_SECRET_KEY (or ENCLAVE_SECRET_KEY_FILE). Without it the defaults suit de
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from mgmt.env import env_bool, env_int, env_list, env_path, env_str, parse_database_url
@@ -40,10 +41,13 @@ INSTALLED_APPS = [
     "mgmt.audit",
     "mgmt.console",
     "mgmt.routing",
+    "mgmt.updates",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (CSS, htmx) straight from the application: nothing fetched from elsewhere, ever.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -115,7 +119,9 @@ AXES_COOLOFF_TIME = env_int("ENCLAVE_LOCKOUT_MINUTES", 15, minimum=1) / 60
 # Locking by address too would lock out a whole ward behind one workstation or NAT: see
 # docs/decisions/0003-lockout-by-username.md. Per-account locks protect the accounts.
 AXES_LOCKOUT_PARAMETERS = ["username"]
-SILENCED_SYSTEM_CHECKS = ["axes.W006"]
+# security.W021 (HSTS preload): the browser preload list is for public domains; an appliance on a hospital's
+# internal name cannot be on it. HSTS itself is on in production.
+SILENCED_SYSTEM_CHECKS = ["axes.W006", "security.W021"]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "mgmt.console.views.auth.lockout_page"
 AXES_USERNAME_FORM_FIELD = "username"
@@ -171,6 +177,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = env_path("ENCLAVE_STATIC_ROOT", STATE_DIR / "static")
+WHITENOISE_USE_FINDERS = True  # serve from the apps' static/ folders; `collectstatic` is optional
+with contextlib.suppress(OSError):  # a read-only state dir: collectstatic's job on the appliance
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 # Celery: Redis broker; tasks are acknowledged late and idempotent (CONVENTIONS.md point 4).
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
@@ -195,3 +204,14 @@ LOGGING = {
 
 # Events younger than this are left for the next sealer run (their transaction may still be open).
 AUDIT_SEAL_GRACE_SECONDS = env_int("ENCLAVE_AUDIT_SEAL_GRACE_SECONDS", 2, minimum=0)
+
+# Update bundles (appliance.bundles, mgmt.updates). The trust root ships in the image.
+BUNDLE_TRUST_ROOT = env_path("ENCLAVE_BUNDLE_TRUST_ROOT", STATE_DIR / "bundle-trust-root.json")
+HARDWARE_CLASS = env_str("ENCLAVE_HARDWARE_CLASS", "cpu-dev")
+UPDATES_CHANNEL = env_str("ENCLAVE_CHANNEL", "stable")
+# Development and tests: directories searched for ENCLAVE-* bundles. The appliance uses udev instead.
+UPDATES_WATCH_DIRS = env_list("ENCLAVE_UPDATES_WATCH_DIRS", [] if PRODUCTION else [str(STATE_DIR / "media")])
+UPDATES_USE_UDEV = env_bool("ENCLAVE_UPDATES_UDEV", PRODUCTION)
+# Engines the health gate probes after an activation (base URLs, e.g. http://127.0.0.1:8001).
+UPDATES_SMOKE_ENDPOINTS = env_list("ENCLAVE_UPDATES_SMOKE_ENDPOINTS", [])
+UPDATES_HEALTH_TIMEOUT_SECONDS = env_int("ENCLAVE_UPDATES_HEALTH_TIMEOUT", 300, minimum=1)

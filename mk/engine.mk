@@ -8,10 +8,6 @@ FIXTURE_MODEL_DIR := build/fixture-model
 
 TEST_PREREQS += engine
 BENCH_TARGETS += bench-engine
-# The top Makefile expands $(TEST_PREREQS)/$(BENCH_TARGETS) in its rules before it includes mk/*.mk,
-# so the two lines above alone would not reach those rules; these add the prerequisites directly.
-test-python: engine
-bench: bench-engine
 
 # Quirks handled here (NOTES.md): torch 2.13.0+cpu comes from the local wheel folder; PyPI's
 # torchvision/torchaudio/torchcodec break transformers beside the CPU torch, so they are removed;
@@ -38,5 +34,6 @@ fixture-model: $(FIXTURE_MODEL_DIR)/manifest.json ## Generate the tiny fixture m
 engine: engine-venv fixture-model ## vLLM CPU engine venv + tiny fixture model (cheap on a second run)
 
 .PHONY: bench-engine
-bench-engine: engine ## Engine start-up time and chat latency direct against vLLM CPU (bench-results/engine.json)
+bench-engine: venv engine ## Engine start-up time and chat latency direct against vLLM CPU (bench-results/engine.json)
 	$(BIN)/python -m bench.engine --python $(ENGINE_BIN)/python --model $(FIXTURE_MODEL_DIR)
+DEMO_PREREQS += engine

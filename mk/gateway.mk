@@ -6,8 +6,6 @@ LITELLM_VERSION := 1.106.0
 LITELLM_VENV := build/litellm-venv
 
 BENCH_TARGETS += bench-gateway
-# The top Makefile expands $(BENCH_TARGETS) before it includes mk/*.mk: add the prerequisite directly.
-bench: bench-gateway
 
 .PHONY: gateway
 gateway: venv services ## Run the gateway in the foreground (gunicorn's native ASGI worker)

@@ -4,6 +4,8 @@ REDIS_URL and starts them); fixtures in tests/fixtures start the other real proc
 pytest_plugins = [
     "tests.fixtures.personas",
     "tests.fixtures.processes",
+    "tests.fixtures.slapd",
+    "tests.fixtures.browser",
     "tests.fixtures.engine",
 ]
 

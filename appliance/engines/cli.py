@@ -41,13 +41,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     hw.add_argument("--json", action="store_true", help="print JSON instead of text")
     hw.set_defaults(func=_guard(_hardware))
 
-    engine = subparsers.add_parser(
-        "engine", help="inference engines: plan, systemd units, local fixture engine"
-    )
+    engine = subparsers.add_parser("engine", help="inference engines: plan, systemd units, local fixture engine")
     commands = engine.add_subparsers(dest="engine_command", required=True, metavar="COMMAND")
-    plan = commands.add_parser(
-        "plan", help="the engine instances this hardware runs, with exact command lines"
-    )
+    plan = commands.add_parser("plan", help="the engine instances this hardware runs, with exact command lines")
     _add_source_options(plan)
     plan.add_argument("--json", action="store_true", help="print JSON instead of text")
     plan.set_defaults(func=_guard(_plan))
@@ -79,11 +75,7 @@ def _guard(func: Any) -> Any:
 
 
 def _detect(args: argparse.Namespace) -> tuple[hardware.Host, hardware.ProfileChoice, hardware.CapacityPlan]:
-    gpus = (
-        None
-        if args.nvidia_smi_csv is None
-        else hardware.parse_nvidia_smi_csv(args.nvidia_smi_csv.read_text())
-    )
+    gpus = None if args.nvidia_smi_csv is None else hardware.parse_nvidia_smi_csv(args.nvidia_smi_csv.read_text())
     host = hardware.detect_host(args.proc, gpus=gpus)
     choice = hardware.choose_profile(host)
     return host, choice, hardware.plan_capacity(host, choice, args.session_context)
@@ -96,9 +88,7 @@ def _hardware(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2, default=str))
         return 0
     print(f"CPU:      {host.cpu_model} ({host.cpu_count} cores available)")
-    print(
-        f"Memory:   {host.memory_bytes / GIB:.1f} GiB ({host.memory_available_bytes / GIB:.1f} GiB available)"
-    )
+    print(f"Memory:   {host.memory_bytes / GIB:.1f} GiB ({host.memory_available_bytes / GIB:.1f} GiB available)")
     for gpu in host.gpus or ():
         memory = "unified memory" if gpu.memory_bytes is None else f"{gpu.memory_bytes / GIB:.1f} GiB"
         print(f"GPU {gpu.index}:    {gpu.name}, {memory}, compute {gpu.compute_cap or '?'}")

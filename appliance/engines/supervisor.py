@@ -13,6 +13,7 @@ A stop sends SIGTERM to the group, waits `grace_s`, then SIGKILL. Output goes to
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import enum
 import os
@@ -64,9 +65,7 @@ class RestartPolicy:
             raise InvalidEngineOption("restart policy: need 0 <= initial <= max delay and factor >= 1")
 
     def delay(self, consecutive_failures: int) -> float:
-        return float(
-            min(self.max_delay_s, self.initial_delay_s * self.factor ** max(0, consecutive_failures - 1))
-        )
+        return float(min(self.max_delay_s, self.initial_delay_s * self.factor ** max(0, consecutive_failures - 1)))
 
 
 @dataclass(frozen=True)
@@ -145,6 +144,7 @@ class Supervisor:
         self.max_log_bytes = max_log_bytes
         self._engines: dict[str, _Managed] = {}
         self._lock = threading.Lock()
+        self._atexit_registered = False
 
     # -- public API ---------------------------------------------------------------------------
     def start(self, engine: EngineAdapter | EngineLaunch) -> EngineStatus:
@@ -162,10 +162,13 @@ class Supervisor:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             managed = _Managed(launch, self.log_dir / f"{launch.name}.log")
             self._engines[launch.name] = managed
+            if not self._atexit_registered:
+                # vLLM's engine-core and worker processes outlive a killed API server: an exiting
+                # interpreter takes its engines' process groups with it (a SIGKILLed one cannot: 0303).
+                atexit.register(self._kill_all_now)
+                self._atexit_registered = True
         managed.set_state(EngineState.STARTING)
-        managed.thread = threading.Thread(
-            target=self._run, args=(managed,), name=f"engine-{launch.name}", daemon=True
-        )
+        managed.thread = threading.Thread(target=self._run, args=(managed,), name=f"engine-{launch.name}", daemon=True)
         managed.thread.start()
         return managed.status()
 
@@ -218,6 +221,18 @@ class Supervisor:
             names = list(self._engines)
         for name in names:
             self.stop(name)
+        with self._lock:
+            if self._atexit_registered:
+                atexit.unregister(self._kill_all_now)
+                self._atexit_registered = False
+
+    def _kill_all_now(self) -> None:
+        with self._lock:
+            managed = list(self._engines.values())
+        for m in managed:
+            m.stop_event.set()
+            if m.proc is not None and m.proc.poll() is None:  # a reaped leader's group id may be reused
+                _kill_group(m.proc, signal.SIGKILL)
 
     def __enter__(self) -> Supervisor:
         return self
@@ -273,9 +288,7 @@ class Supervisor:
                 self._note(log, f"start #{managed.starts} failed: {exc}")
                 managed.proc = None
                 return None
-            self._note(
-                log, f"start #{managed.starts}: pid {managed.proc.pid}: {' '.join(managed.launch.argv)}"
-            )
+            self._note(log, f"start #{managed.starts}: pid {managed.proc.pid}: {' '.join(managed.launch.argv)}")
             return managed.proc
 
     def _watch(self, managed: _Managed, proc: subprocess.Popen[bytes], client: httpx.Client) -> int:
@@ -319,13 +332,9 @@ class Supervisor:
                         break
                     with managed.cond:
                         managed.last_exit_code = code
-                    consecutive = (
-                        1 if time.monotonic() - started >= self.policy.reset_after_s else consecutive + 1
-                    )
+                    consecutive = 1 if time.monotonic() - started >= self.policy.reset_after_s else consecutive + 1
                     if self.policy.max_restarts is not None and managed.restarts >= self.policy.max_restarts:
-                        self._note(
-                            log, f"exited with code {code}; giving up after {managed.restarts} restarts"
-                        )
+                        self._note(log, f"exited with code {code}; giving up after {managed.restarts} restarts")
                         managed.set_state(EngineState.FAILED)
                         return
                     delay = self.policy.delay(consecutive)

@@ -105,9 +105,7 @@ def render_dropin(engine: EngineAdapter) -> str:
     for path in engine.writable_paths():
         lines.append("ReadWritePaths=" + systemd_quote(str(path)))
     if not launch.argv[0].startswith("/"):
-        raise InvalidEngineOption(
-            f"engine {launch.name}: systemd needs an absolute executable, not {launch.argv[0]!r}"
-        )
+        raise InvalidEngineOption(f"engine {launch.name}: systemd needs an absolute executable, not {launch.argv[0]!r}")
     exec_line = systemd_quote(launch.argv[0])
     for arg in launch.argv[1:]:
         exec_line += (" \\\n    " if arg.startswith("--") else " ") + systemd_quote(arg)

@@ -215,9 +215,7 @@ class Gateway:
             try:
                 await limiter.acquire(department.id, department.weight, self.config.queue_timeout_seconds)
             except QueueFull:
-                raise GatewayError(
-                    429, "overloaded", "Too many requests are waiting; try again shortly."
-                ) from None
+                raise GatewayError(429, "overloaded", "Too many requests are waiting; try again shortly.") from None
             except QueueTimeout:
                 raise GatewayError(
                     503, "capacity_timeout", "The engines stayed busy for too long; try again shortly."
@@ -260,19 +258,13 @@ class Gateway:
         usable = [
             t
             for t in route.targets
-            if t.deployment.enabled
-            and t.deployment.healthy
-            and self.down_until.get(t.deployment.id, 0) <= now
+            if t.deployment.enabled and t.deployment.healthy and self.down_until.get(t.deployment.id, 0) <= now
         ]
         ordered: list[Deployment] = []
         for priority in sorted({t.priority for t in usable}):
             group = [t for t in usable if t.priority == priority]
             while group:
-                pick = (
-                    random.choices(group, weights=[t.weight for t in group])[0]
-                    if len(group) > 1
-                    else group[0]
-                )
+                pick = random.choices(group, weights=[t.weight for t in group])[0] if len(group) > 1 else group[0]
                 ordered.append(pick.deployment)
                 group.remove(pick)
         return ordered
@@ -286,9 +278,7 @@ class Gateway:
                 503, "audit_unavailable", "The audit trail is unavailable, so the request was not served."
             ) from None
 
-    async def refuse(
-        self, call: Call, key: KeyEntry | None, presented: str, err: GatewayError, send: Send
-    ) -> None:
+    async def refuse(self, call: Call, key: KeyEntry | None, presented: str, err: GatewayError, send: Send) -> None:
         if call.response_started:
             return
         if err.code != "audit_unavailable":
@@ -296,15 +286,11 @@ class Gateway:
                 await self.audit.write(self.row(call, key, presented))
             except AuditUnavailable:
                 metrics.AUDIT_FAILURES.inc()
-                err = GatewayError(
-                    503, "audit_unavailable", "The audit trail is unavailable; try again shortly."
-                )
+                err = GatewayError(503, "audit_unavailable", "The audit trail is unavailable; try again shortly.")
                 call.status, call.code = err.status, err.code
         await _respond(send, err.status, err.body())
 
-    def row(
-        self, call: Call, key: KeyEntry | None, presented: str, action: str = "gateway.request"
-    ) -> AuditRow:
+    def row(self, call: Call, key: KeyEntry | None, presented: str, action: str = "gateway.request") -> AuditRow:
         status = call.status
         outcome = "ok" if 0 < status < 400 else ("error" if status >= 500 or status == 499 else "denied")
         data: dict[str, Any] = {
@@ -400,9 +386,7 @@ async def _wait_disconnect(receive: Receive) -> None:
             return
 
 
-async def _respond(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
+async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     head = [*(headers or JSON_HEADERS), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": body})

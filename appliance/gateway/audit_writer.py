@@ -78,9 +78,7 @@ class AuditWriter:
     async def start(self) -> None:
         # Two committers: events that arrive while one batch is being flushed go out with the other
         # at once instead of waiting for that flush to finish.
-        self._tasks = [
-            asyncio.create_task(self._run(), name=f"audit-writer-{i}") for i in range(self.connections)
-        ]
+        self._tasks = [asyncio.create_task(self._run(), name=f"audit-writer-{i}") for i in range(self.connections)]
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -36,13 +36,9 @@ def authenticate(authorization: str | None, snapshot: Snapshot, now: float) -> K
     if entry is None:
         raise GatewayError(401, "invalid_api_key", "This API key is not known. Create a key in the console.")
     if entry.revoked:
-        raise GatewayError(
-            401, "revoked_api_key", "This API key has been revoked. Create a new one in the console."
-        )
+        raise GatewayError(401, "revoked_api_key", "This API key has been revoked. Create a new one in the console.")
     if entry.expires_at is not None and entry.expires_at <= now:
-        raise GatewayError(
-            401, "expired_api_key", "This API key has expired. Create a new one in the console."
-        )
+        raise GatewayError(401, "expired_api_key", "This API key has expired. Create a new one in the console.")
     if not entry.user_active:
         raise GatewayError(401, "account_disabled", "The account this key belongs to is disabled.")
     return entry

@@ -60,9 +60,7 @@ class GatewayConfig:
     @classmethod
     def from_env(cls) -> GatewayConfig:
         return cls(
-            database_url=_database_dsn(
-                os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/enclave")
-            ),
+            database_url=_database_dsn(os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/enclave")),
             redis_url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
             max_body_bytes=_int("ENCLAVE_GATEWAY_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1024),
             reload_seconds=_float("ENCLAVE_GATEWAY_RELOAD_SECONDS", 30.0, minimum=0.5),

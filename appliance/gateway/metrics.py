@@ -27,9 +27,7 @@ __all__ = [
     "render",
 ]
 
-REQUESTS = Counter(
-    "enclave_gateway_requests_total", "Requests answered", ["endpoint", "status", "code", "department"]
-)
+REQUESTS = Counter("enclave_gateway_requests_total", "Requests answered", ["endpoint", "status", "code", "department"])
 REQUEST_SECONDS = Histogram(
     "enclave_gateway_request_seconds",
     "Time from request to the last byte",

@@ -58,9 +58,7 @@ def parse_request(raw: bytes, endpoint: Endpoint) -> ParsedRequest:
         raise GatewayError(400, "invalid_json", "The request body must be a JSON object.")
     alias = body.get("model")
     if alias is None:
-        raise GatewayError(
-            400, "missing_field", "“model” is required: name an alias such as “default”.", param="model"
-        )
+        raise GatewayError(400, "missing_field", "“model” is required: name an alias such as “default”.", param="model")
     if not isinstance(alias, str):
         raise _bad_type("model", "a string")
     field = endpoint.input_field

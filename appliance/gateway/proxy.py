@@ -78,14 +78,10 @@ def _upstream_error(status: int, content: bytes) -> GatewayError | BeforeFirstBy
     except (ValueError, UnicodeDecodeError):
         pass
     if status >= 500 or status in (408, 429):
-        return BeforeFirstByte(
-            GatewayError(502, "upstream_error", f"The engine failed ({status}); try again shortly.")
-        )
+        return BeforeFirstByte(GatewayError(502, "upstream_error", f"The engine failed ({status}); try again shortly."))
     lowered = message.lower()
     if any(marker in lowered for marker in _CONTEXT_MARKERS):
-        return GatewayError(
-            400, "context_length_exceeded", message or "The input is longer than the model allows."
-        )
+        return GatewayError(400, "context_length_exceeded", message or "The input is longer than the model allows.")
     return GatewayError(400, "upstream_rejected", message or f"The engine refused the request ({status}).")
 
 
@@ -133,9 +129,7 @@ async def forward_unary(
         parsed = None
     if not isinstance(parsed, dict) or "object" not in parsed:
         raise BeforeFirstByte(
-            GatewayError(
-                502, "upstream_invalid_response", "The engine sent an answer that is not OpenAI JSON."
-            )
+            GatewayError(502, "upstream_invalid_response", "The engine sent an answer that is not OpenAI JSON.")
         )
     _usage(call, parsed.get("usage"))
     call.status, call.code = 200, ""

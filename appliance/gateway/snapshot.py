@@ -97,9 +97,7 @@ class Snapshot:
     loaded_at: float = field(default_factory=time.time)
 
     def routes_for(self, department_id: int) -> list[Route]:
-        return sorted(
-            (r for (dep, _alias), r in self.routes.items() if dep == department_id), key=lambda r: r.alias
-        )
+        return sorted((r for (dep, _alias), r in self.routes.items() if dep == department_id), key=lambda r: r.alias)
 
 
 def _epoch(value: datetime | None) -> float | None:
@@ -110,9 +108,7 @@ async def load_snapshot(conn: psycopg.AsyncConnection[Any]) -> Snapshot:
     async with conn.transaction(), conn.cursor() as cur:
         await cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         await cur.execute("SELECT id, name, slug, weight FROM accounts_department")
-        departments = {
-            row[0]: Department(row[0], row[1], row[2], max(1, row[3])) for row in await cur.fetchall()
-        }
+        departments = {row[0]: Department(row[0], row[1], row[2], max(1, row[3])) for row in await cur.fetchall()}
         await cur.execute(
             "SELECT k.id, k.digest, k.prefix, k.expires_at, k.revoked_at, k.department_id,"
             " u.id, u.username, u.is_active"
@@ -135,8 +131,7 @@ async def load_snapshot(conn: psycopg.AsyncConnection[Any]) -> Snapshot:
         await cur.execute("SELECT id, department_id, alias, thinking FROM routing_route")
         route_rows = await cur.fetchall()
         await cur.execute(
-            "SELECT route_id, deployment_id, priority, weight FROM routing_routetarget"
-            " ORDER BY route_id, priority, id"
+            "SELECT route_id, deployment_id, priority, weight FROM routing_routetarget ORDER BY route_id, priority, id"
         )
         targets: dict[int, list[Target]] = {}
         for route_id, dep_id, priority, weight in await cur.fetchall():

@@ -74,8 +74,13 @@ def _names(roles: frozenset[str]) -> str:
 def _deny(request: HttpRequest, code: str, message: str) -> None:
     with transaction.atomic():
         record_event(
-            "access.denied", actor=request.user, outcome="denied", target_type="path",
-            target_id=request.path[:128], data={"code": code}, request=request,
+            "access.denied",
+            actor=request.user,
+            outcome="denied",
+            target_type="path",
+            target_id=request.path[:128],
+            data={"code": code},
+            request=request,
         )
     raise AccessDenied(code, message)
 

@@ -34,9 +34,7 @@ class Department(models.Model):
 
 class User(AbstractUser):
     role = models.CharField(max_length=32, choices=Role.choices, default=Role.STAFF)
-    department = models.ForeignKey(
-        Department, null=True, blank=True, on_delete=models.PROTECT, related_name="members"
-    )
+    department = models.ForeignKey(Department, null=True, blank=True, on_delete=models.PROTECT, related_name="members")
     # Set for a password handed out once (first admin, admin reset): the user must choose a new one.
     must_change_password = models.BooleanField(default=False)
     # "local" or "ldap": directory users never get a local password.

@@ -21,6 +21,7 @@ from .models import ApiKey, Department, Role, User
 
 __all__ = [
     "IssuedKey",
+    "authenticate_api_key",
     "do_change_password",
     "do_create_api_key",
     "do_create_department",
@@ -59,15 +60,18 @@ def do_create_department(name: str, *, weight: int = 1, actor: User | None, requ
     with transaction.atomic():
         department = Department.objects.create(name=name, slug=slug, weight=weight)
         record_event(
-            "department.create", actor=actor, department=department, target_type="department",
-            target_id=department.pk, data={"name": name, "weight": weight}, request=request,
+            "department.create",
+            actor=actor,
+            department=department,
+            target_type="department",
+            target_id=department.pk,
+            data={"name": name, "weight": weight},
+            request=request,
         )
     return department
 
 
-def do_update_department(
-    department: Department, *, weight: int, actor: User | None, request: Any = None
-) -> Department:
+def do_update_department(department: Department, *, weight: int, actor: User | None, request: Any = None) -> Department:
     if weight < 1:
         raise AccountError("department.bad_weight", "The capacity weight must be 1 or more.")
     with transaction.atomic():
@@ -75,8 +79,13 @@ def do_update_department(
         department.weight = weight
         department.save(update_fields=["weight"])
         record_event(
-            "department.update", actor=actor, department=department, target_type="department",
-            target_id=department.pk, data={"weight": [old, weight]}, request=request,
+            "department.update",
+            actor=actor,
+            department=department,
+            target_type="department",
+            target_id=department.pk,
+            data={"weight": [old, weight]},
+            request=request,
         )
     return department
 
@@ -120,8 +129,14 @@ def do_create_user(
     first, _, last = full_name.strip().partition(" ")
     with transaction.atomic():
         user = User(
-            username=username, email=email, first_name=first[:150], last_name=last[:150], role=role,
-            department=department, source=source, must_change_password=source == "local",
+            username=username,
+            email=email,
+            first_name=first[:150],
+            last_name=last[:150],
+            role=role,
+            department=department,
+            source=source,
+            must_change_password=source == "local",
         )
         if password:
             user.set_password(password)
@@ -129,8 +144,13 @@ def do_create_user(
             user.set_unusable_password()
         user.save()
         record_event(
-            "user.create", actor=actor, department=department, target_type="user", target_id=user.pk,
-            data={"username": username, "role": role, "source": source}, request=request,
+            "user.create",
+            actor=actor,
+            department=department,
+            target_type="user",
+            target_id=user.pk,
+            data={"username": username, "role": role, "source": source},
+            request=request,
         )
     return user, password
 
@@ -146,14 +166,21 @@ def do_update_user(
         if user.role != role:
             changes["role"] = [user.role, role]
         if user.department_id != (department.pk if department else None):
-            changes["department"] = [user.department.name if user.department else None,
-                                     department.name if department else None]
+            changes["department"] = [
+                user.department.name if user.department else None,
+                department.name if department else None,
+            ]
         user.role = role
         user.department = department
         user.save(update_fields=["role", "department"])
         record_event(
-            "user.update", actor=actor, department=department, target_type="user", target_id=user.pk,
-            data={"username": user.username, **changes}, request=request,
+            "user.update",
+            actor=actor,
+            department=department,
+            target_type="user",
+            target_id=user.pk,
+            data={"username": user.username, **changes},
+            request=request,
         )
     return user
 
@@ -165,8 +192,13 @@ def do_set_active(user: User, *, active: bool, actor: User | None, request: Any 
         user.is_active = active
         user.save(update_fields=["is_active"])
         record_event(
-            "user.activate" if active else "user.deactivate", actor=actor, department=user.department,
-            target_type="user", target_id=user.pk, data={"username": user.username}, request=request,
+            "user.activate" if active else "user.deactivate",
+            actor=actor,
+            department=user.department,
+            target_type="user",
+            target_id=user.pk,
+            data={"username": user.username},
+            request=request,
         )
     return user
 
@@ -180,8 +212,13 @@ def do_reset_password(user: User, *, actor: User | None, request: Any = None) ->
         user.must_change_password = True
         user.save(update_fields=["password", "must_change_password"])
         record_event(
-            "user.password_reset", actor=actor, department=user.department, target_type="user",
-            target_id=user.pk, data={"username": user.username}, request=request,
+            "user.password_reset",
+            actor=actor,
+            department=user.department,
+            target_type="user",
+            target_id=user.pk,
+            data={"username": user.username},
+            request=request,
         )
     return password
 
@@ -189,8 +226,13 @@ def do_reset_password(user: User, *, actor: User | None, request: Any = None) ->
 def do_change_password(user: User, *, old: str, new: str, request: Any = None) -> None:
     if not user.check_password(old):
         with transaction.atomic():
-            record_event("user.password_change", actor=user, outcome="denied", data={"reason": "bad_old"},
-                         request=request)
+            record_event(
+                "user.password_change",
+                actor=user,
+                outcome="denied",
+                data={"reason": "bad_old"},
+                request=request,
+            )
         raise AccountError("auth.bad_password", "The current password is wrong.")
     if old == new:
         raise AccountError("user.password_reused", "Choose a password different from the current one.")
@@ -204,8 +246,7 @@ def do_change_password(user: User, *, old: str, new: str, request: Any = None) -
         user.set_password(new)
         user.must_change_password = False
         user.save(update_fields=["password", "must_change_password"])
-        record_event("user.password_change", actor=user, target_type="user", target_id=user.pk,
-                     request=request)
+        record_event("user.password_change", actor=user, target_type="user", target_id=user.pk, request=request)
 
 
 @dataclass(frozen=True)
@@ -234,13 +275,25 @@ def do_create_api_key(
     secret = f"{API_KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
     with transaction.atomic():
         key = ApiKey.objects.create(
-            prefix=prefix, digest=key_digest(secret), user=user, department=department,
-            name=name.strip(), expires_at=expires_at,
+            prefix=prefix,
+            digest=key_digest(secret),
+            user=user,
+            department=department,
+            name=name.strip(),
+            expires_at=expires_at,
         )
         record_event(
-            "apikey.create", actor=actor, department=department, target_type="apikey", target_id=key.pk,
-            data={"prefix": prefix, "owner": user.username, "name": key.name,
-                  "expires_at": expires_at.isoformat() if expires_at else None},
+            "apikey.create",
+            actor=actor,
+            department=department,
+            target_type="apikey",
+            target_id=key.pk,
+            data={
+                "prefix": prefix,
+                "owner": user.username,
+                "name": key.name,
+                "expires_at": expires_at.isoformat() if expires_at else None,
+            },
             request=request,
         )
     return IssuedKey(key, secret)
@@ -253,7 +306,47 @@ def do_revoke_api_key(key: ApiKey, *, actor: User | None, request: Any = None) -
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
         record_event(
-            "apikey.revoke", actor=actor, department=key.department, target_type="apikey",
-            target_id=key.pk, data={"prefix": key.prefix, "owner": key.user.username}, request=request,
+            "apikey.revoke",
+            actor=actor,
+            department=key.department,
+            target_type="apikey",
+            target_id=key.pk,
+            data={"prefix": key.prefix, "owner": key.user.username},
+            request=request,
         )
     return key
+
+
+def authenticate_api_key(secret: str, *, request: Any = None) -> ApiKey:
+    """The reference check of an API key (the gateway does the same against its in-memory snapshot).
+
+    Refusals are audited with the key's prefix, never the key itself.
+    """
+    key = None
+    if secret.startswith(API_KEY_PREFIX) and len(secret) < 200:
+        key = ApiKey.objects.select_related("user", "department").filter(digest=key_digest(secret)).first()
+    if key is None:
+        code, message = (
+            "apikey.invalid",
+            "This API key is not valid. Create one in the console under API keys.",
+        )
+    elif key.revoked_at is not None:
+        code, message = "apikey.revoked", "This API key was revoked. Create a new one in the console."
+    elif key.expires_at is not None and key.expires_at <= timezone.now():
+        code, message = "apikey.expired", "This API key has expired. Create a new one in the console."
+    elif not key.user.is_active:
+        code, message = "apikey.user_inactive", "The owner of this API key is deactivated."
+    else:
+        return key
+    with transaction.atomic():
+        record_event(
+            "apikey.refused",
+            actor=key.user if key else None,
+            department=key.department if key else None,
+            outcome="denied",
+            target_type="apikey",
+            target_id=key.pk if key else "",
+            data={"code": code, "prefix": key.prefix if key else secret[4:12]},
+            request=request,
+        )
+    raise AccountError(code, message)

@@ -33,6 +33,8 @@ def on_login_failed(sender: Any, credentials: dict[str, Any], request: Any = Non
     user = User.objects.filter(username=username).first()
     if request is not None and getattr(request, "axes_locked_out", False):
         reason = "locked"
+    elif getattr(request, "enclave_login_refusal", None):  # set by the directory backend (mgmt.accounts.ldap)
+        reason = request.enclave_login_refusal.removeprefix("auth.")
     elif user is None:
         reason = "unknown_user"
     elif not user.is_active:
@@ -41,8 +43,12 @@ def on_login_failed(sender: Any, credentials: dict[str, Any], request: Any = Non
         reason = "bad_password"
     with transaction.atomic():
         record_event(
-            "auth.login_failed", actor=user, actor_label=username, outcome="denied",
-            data={"reason": reason}, request=request,
+            "auth.login_failed",
+            actor=user,
+            actor_label=username,
+            outcome="denied",
+            data={"reason": reason},
+            request=request,
         )
 
 
@@ -51,6 +57,10 @@ def on_locked_out(sender: Any, request: Any = None, username: str = "", **kwargs
     user = User.objects.filter(username=username).first()
     with transaction.atomic():
         record_event(
-            "auth.lockout", actor=user, actor_label=username, outcome="denied",
-            data={"reason": "too_many_failures"}, request=request,
+            "auth.lockout",
+            actor=user,
+            actor_label=username,
+            outcome="denied",
+            data={"reason": "too_many_failures"},
+            request=request,
         )

@@ -50,6 +50,9 @@ class AuditSeal(models.Model):
     class Meta:
         db_table = "audit_seal"
 
+    def __str__(self) -> str:
+        return f"seal {self.seq} (event {self.event_id})"
+
 
 class AuditCheckpoint(models.Model):
     seq = models.BigIntegerField(unique=True)
@@ -62,3 +65,6 @@ class AuditCheckpoint(models.Model):
     class Meta:
         db_table = "audit_checkpoint"
         ordering = ["-seq"]
+
+    def __str__(self) -> str:
+        return f"checkpoint at seq {self.seq}, signed {self.signed_at} by {self.key_id}"

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from appliance.auditchain import GENESIS, chain_hash, load_or_create_private_key, sign_checkpoint
+from appliance.auditchain import EVENT_FIELDS, GENESIS, chain_hash, load_or_create_private_key, sign_checkpoint
 
 from .models import AuditCheckpoint, AuditEvent, AuditSeal
 
@@ -22,9 +22,8 @@ __all__ = ["EVENT_VALUE_FIELDS", "SealResult", "seal_pending"]
 
 # Late events are looked for this far below the highest sealed id.
 LATE_WINDOW = 10_000
-EVENT_VALUE_FIELDS = (
-    "id", "ts", "actor_id", "actor", "department", "action", "outcome", "target_type", "target_id", "ip", "data"
-)
+# The chain hashes exactly these columns, in this order.
+EVENT_VALUE_FIELDS = EVENT_FIELDS
 
 
 @dataclass(frozen=True)

@@ -45,9 +45,7 @@ def install(schema_editor: Any) -> None:
                 f"CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table} BEGIN "
                 "SELECT RAISE(ABORT, 'audit.append_only: UPDATE refused; the audit trail is append-only'); END"
             )
-            permit = (
-                " WHEN NOT EXISTS (SELECT 1 FROM audit_retention_permit)" if table in PURGEABLE_TABLES else ""
-            )
+            permit = " WHEN NOT EXISTS (SELECT 1 FROM audit_retention_permit)" if table in PURGEABLE_TABLES else ""
             schema_editor.execute(
                 f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table}{permit} BEGIN "
                 "SELECT RAISE(ABORT, 'audit.append_only: DELETE refused; the audit trail is append-only'); END"

@@ -42,12 +42,13 @@ class DepartmentForm(forms.Form):
 
 class UserForm(forms.Form):
     username = forms.RegexField(
-        regex=r"^[\w.@+-]+$", max_length=150,
+        regex=r"^[\w.@+-]+$",
+        max_length=150,
         error_messages={"invalid": "Letters, digits and . @ + - _ only."},
     )
     full_name = forms.CharField(max_length=150, required=False)
     email = forms.EmailField(max_length=254, required=False)
-    role = forms.ChoiceField(choices=Role.choices)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.STAFF)  # the least privilege, not the first
     department = forms.ModelChoiceField(queryset=Department.objects.all(), required=False)
 
 

@@ -48,9 +48,7 @@ class TargetSpec:
 def _slug(value: str, code: str, what: str) -> str:
     slug = slugify(value.strip())
     if not slug or slug != value.strip():
-        raise RoutingError(
-            code, f"“{value}” is not a valid {what}: use lower-case letters, digits and dashes."
-        )
+        raise RoutingError(code, f"“{value}” is not a valid {what}: use lower-case letters, digits and dashes.")
     return slug
 
 
@@ -158,9 +156,7 @@ def do_update_deployment(
     if max_context is not None:
         changes["max_context"] = _positive(max_context, "deployment.bad_context", "The maximum context")
     if max_concurrency is not None:
-        changes["max_concurrency"] = _positive(
-            max_concurrency, "deployment.bad_concurrency", "The concurrency limit"
-        )
+        changes["max_concurrency"] = _positive(max_concurrency, "deployment.bad_concurrency", "The concurrency limit")
     if enabled is not None:
         changes["enabled"] = bool(enabled)
     with transaction.atomic():
@@ -245,8 +241,7 @@ def do_set_route(
             route.save(update_fields=["thinking"])
         route.targets.all().delete()
         RouteTarget.objects.bulk_create(
-            RouteTarget(route=route, deployment=t.deployment, priority=t.priority, weight=t.weight)
-            for t in targets
+            RouteTarget(route=route, deployment=t.deployment, priority=t.priority, weight=t.weight) for t in targets
         )
         record_event(
             "routing.route.set",

@@ -60,20 +60,16 @@ def _tamper(cursor, rng: random.Random, ids: list[int], seq_of: dict[int, int]) 
                 [json.dumps({"tokens": -1}), event_id],
             )
         elif column == "ts":
-            cursor.execute(
-                "UPDATE audit_event SET ts = ts - %s WHERE id = %s", [timedelta(seconds=1), event_id]
-            )
+            cursor.execute("UPDATE audit_event SET ts = ts - %s WHERE id = %s", [timedelta(seconds=1), event_id])
         elif column == "actor_id":
-            cursor.execute(
-                "UPDATE audit_event SET actor_id = coalesce(actor_id, 0) + 1 WHERE id = %s", [event_id]
-            )
+            cursor.execute("UPDATE audit_event SET actor_id = coalesce(actor_id, 0) + 1 WHERE id = %s", [event_id])
         elif column == "outcome":
             cursor.execute(
                 "UPDATE audit_event SET outcome = CASE outcome WHEN 'ok' THEN 'denied' ELSE 'ok' END WHERE id = %s",
                 [event_id],
             )
         else:
-            cursor.execute(f"UPDATE audit_event SET {column} = {column} || 'x' WHERE id = %s", [event_id])  # noqa: S608
+            cursor.execute(f"UPDATE audit_event SET {column} = {column} || 'x' WHERE id = %s", [event_id])
         return kind, "audit.event_altered", event_id
     if kind == "delete":
         event_id = rng.choice(ids)

@@ -15,9 +15,7 @@ def enclavectl(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_hardware_text_for_8_h200() -> None:
-    result = enclavectl(
-        "hardware", "--nvidia-smi-csv", str(DATA / "h200x8.csv"), "--proc", str(DATA / "proc-dgx")
-    )
+    result = enclavectl("hardware", "--nvidia-smi-csv", str(DATA / "h200x8.csv"), "--proc", str(DATA / "proc-dgx"))
     assert result.returncode == 0, result.stderr
     assert "Profile:  vllm-multi-gpu (8 x NVIDIA H200: vLLM DP4+EP, 2 instance(s))" in result.stdout
     assert "Capacity: largest context 1,048,576 tokens;" in result.stdout
@@ -61,9 +59,7 @@ def test_engine_plan_json_has_exact_argv() -> None:
 
 
 def test_engine_units_writes_template_and_dropins(tmp_path: Path) -> None:
-    result = enclavectl(
-        "engine", "units", "--out", str(tmp_path), "--nvidia-smi-csv", str(DATA / "h200x8.csv")
-    )
+    result = enclavectl("engine", "units", "--out", str(tmp_path), "--nvidia-smi-csv", str(DATA / "h200x8.csv"))
     assert result.returncode == 0, result.stderr
     unit_dir = tmp_path / "etc" / "systemd" / "system"
     written = sorted(str(p.relative_to(unit_dir)) for p in unit_dir.rglob("*") if p.is_file())

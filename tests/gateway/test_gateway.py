@@ -194,9 +194,7 @@ def test_engine_errors_fallback_and_passive_health(world, upstream, gateway):
     route(world.emergency, "fails", add_deployment("broken", broken.url))
     route(world.emergency, "garbage", add_deployment("garbage", garbage.url))
     route(world.emergency, "down", add_deployment("dead", dead_url))
-    route(
-        world.emergency, "default", add_deployment("dead-first", dead_url), add_deployment("good", good.url)
-    )
+    route(world.emergency, "default", add_deployment("dead-first", dead_url), add_deployment("good", good.url))
     route(
         world.emergency,
         "retry",
@@ -386,9 +384,7 @@ def test_metrics_and_health(world, upstream, gateway):
     up = upstream()
     route(world.emergency, "default", add_deployment("er", up.url))
     gw = gateway()
-    client(gw, world.nurse_key).chat.completions.create(
-        model="default", messages=[{"role": "user", "content": "x"}]
-    )
+    client(gw, world.nurse_key).chat.completions.create(model="default", messages=[{"role": "user", "content": "x"}])
     health = httpx.get(f"{gw.url}/healthz").json()
     assert health["status"] == "ok"
     assert health["snapshot_loaded"] is True

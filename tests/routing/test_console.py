@@ -19,10 +19,7 @@ def test_only_appliance_admins_reach_the_routing_pages(personas, persona):
 
 def test_admin_adds_a_model_a_deployment_and_a_route(personas):
     admin = verified_client(personas.admin)
-    assert (
-        admin.post("/routing/", {"form": "model", "name": "flash", "served_name": "ds-flash"}).status_code
-        == 302
-    )
+    assert admin.post("/routing/", {"form": "model", "name": "flash", "served_name": "ds-flash"}).status_code == 302
     from mgmt.routing.models import Model
 
     model = Model.objects.get(name="flash")

@@ -71,10 +71,7 @@ def test_route_with_fallback_is_stored_and_audited(catalog):
     # Replacing the route keeps one row and records before/after.
     do_set_route(department, "default", [TargetSpec(dep2)], actor=None)
     assert RouteTarget.objects.filter(route=route).count() == 1
-    assert (
-        AuditEvent.objects.filter(action="routing.route.set").latest("id").data["before"][0]["deployment"]
-        == "cpu-1"
-    )
+    assert AuditEvent.objects.filter(action="routing.route.set").latest("id").data["before"][0]["deployment"] == "cpu-1"
     do_delete_route(Route.objects.get(), actor=None)
     assert not Route.objects.exists()
     assert AuditEvent.objects.filter(action="routing.route.delete").count() == 1
@@ -93,9 +90,7 @@ def test_route_with_fallback_is_stored_and_audited(catalog):
             "deployment.bad_kind",
         ),
         (
-            lambda c: do_create_deployment(
-                "d", model=c[0], kind="ds4", endpoint="ftp://h", max_context=1, actor=None
-            ),
+            lambda c: do_create_deployment("d", model=c[0], kind="ds4", endpoint="ftp://h", max_context=1, actor=None),
             "deployment.bad_endpoint",
         ),
         (

@@ -28,9 +28,7 @@ def _filtered(form: AuditFilterForm) -> QuerySet[AuditEvent]:
         events = events.filter(department=data["department"])
     if data.get("action"):
         action = data["action"]
-        events = events.filter(action__startswith=action[:-1]) if action.endswith("*") else events.filter(
-            action=action
-        )
+        events = events.filter(action__startswith=action[:-1]) if action.endswith("*") else events.filter(action=action)
     if data.get("outcome"):
         events = events.filter(outcome=data["outcome"])
     if data.get("since"):
@@ -46,8 +44,17 @@ def _filtered(form: AuditFilterForm) -> QuerySet[AuditEvent]:
 def audit_search(request: HttpRequest) -> HttpResponse:
     form = AuditFilterForm(request.GET or None)
     if request.GET and not form.is_valid():
-        return render(request, "console/audit.html", {"form": form, "events": [], "error_code": "form.invalid",
-                      "error": "Check the filters marked below."}, status=400)
+        return render(
+            request,
+            "console/audit.html",
+            {
+                "form": form,
+                "events": [],
+                "error_code": "form.invalid",
+                "error": "Check the filters marked below.",
+            },
+            status=400,
+        )
     if not request.GET:
         form = AuditFilterForm({})
         form.is_valid()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 
 import segno
 from django.contrib.auth import authenticate, login, logout
@@ -16,14 +17,21 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from mgmt.accounts.access import ALL_ROLES, public, require_role
 from mgmt.accounts.errors import AccountError
+from mgmt.accounts.ldap import login_refusal
 from mgmt.accounts.services import do_change_password
 from mgmt.audit.services import record_event
 
 from ..forms import LoginForm, PasswordChangeForm, TokenForm
 
 
-def _error(request: HttpRequest, template: str, context: dict[str, object], code: str, message: str,
-           status: int = 400) -> HttpResponse:
+def _error(
+    request: HttpRequest,
+    template: str,
+    context: dict[str, object],
+    code: str,
+    message: str,
+    status: int = 400,
+) -> HttpResponse:
     return render(request, template, {**context, "error_code": code, "error": message}, status=status)
 
 
@@ -35,15 +43,30 @@ def login_view(request: HttpRequest) -> HttpResponse:
     form = LoginForm(request.POST or None)
     if request.method == "POST":
         if not form.is_valid():
-            return _error(request, "console/login.html", {"form": form}, "auth.malformed",
-                          "Enter a username and a password.")
-        user = authenticate(request, username=form.cleaned_data["username"],
-                            password=form.cleaned_data["password"])
+            return _error(
+                request,
+                "console/login.html",
+                {"form": form},
+                "auth.malformed",
+                "Enter a username and a password.",
+            )
+        user = authenticate(request, username=form.cleaned_data["username"], password=form.cleaned_data["password"])
         if getattr(request, "axes_locked_out", False):
             return lockout_page(request)
         if user is None:
-            return _error(request, "console/login.html", {"form": form}, "auth.bad_credentials",
-                          "Wrong username or password.", status=401)
+            refusal = login_refusal(request)
+            if refusal is not None:
+                return _error(
+                    request, "console/login.html", {"form": form}, refusal.code, refusal.message, status=refusal.status
+                )
+            return _error(
+                request,
+                "console/login.html",
+                {"form": form},
+                "auth.bad_credentials",
+                "Wrong username or password.",
+                status=401,
+            )
         login(request, user)
         next_url = request.GET.get("next", "")
         if url_has_allowed_host_and_scheme(next_url, {request.get_host()}, require_https=request.is_secure()):
@@ -52,12 +75,17 @@ def login_view(request: HttpRequest) -> HttpResponse:
     return render(request, "console/login.html", {"form": form})
 
 
-def lockout_page(request: HttpRequest) -> HttpResponse:
+def lockout_page(request: HttpRequest, *_: object) -> HttpResponse:
+    """django-axes' AXES_LOCKOUT_CALLABLE (called with the original response and credentials too)."""
     return render(
-        request, "console/login.html",
-        {"form": LoginForm(), "error_code": "auth.locked",
-         "error": "Too many failed attempts: this account is locked for 15 minutes. "
-                  "An appliance admin can unlock it sooner."},
+        request,
+        "console/login.html",
+        {
+            "form": LoginForm(),
+            "error_code": "auth.locked",
+            "error": "Too many failed attempts: this account is locked for 15 minutes. "
+            "An appliance admin can unlock it sooner.",
+        },
         status=429,
     )
 
@@ -77,8 +105,10 @@ def _pending_device(request: HttpRequest) -> TOTPDevice:
 
 
 def _qr_data_uri(url: str) -> str:
-    svg = segno.make(url, error="m").svg_inline(scale=4)
-    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
+    # A standalone SVG document: svg_inline() leaves out the SVG namespace, and an <img> then shows nothing.
+    buffer = io.BytesIO()
+    segno.make(url, error="m").save(buffer, kind="svg", scale=4, xmldecl=False)
+    return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 @require_role(*ALL_ROLES)
@@ -88,15 +118,33 @@ def mfa_enrol(request: HttpRequest) -> HttpResponse:
         return redirect("console:mfa_verify")
     device = _pending_device(request)
     secret = base64.b32encode(device.bin_key).decode().rstrip("=")
-    context = {"form": TokenForm(request.POST or None), "secret": secret, "qr": _qr_data_uri(device.config_url)}
+    context = {
+        "form": TokenForm(request.POST or None),
+        "secret": secret,
+        "qr": _qr_data_uri(device.config_url),
+    }
     if request.method == "POST":
         form = context["form"]
         assert isinstance(form, TokenForm)
+        if not device.verify_is_allowed()[0]:
+            return _error(
+                request,
+                "console/mfa_enrol.html",
+                context,
+                "mfa.throttled",
+                "Too many wrong codes: wait a minute before the next try.",
+                status=429,
+            )
         if not form.is_valid() or not device.verify_token(form.cleaned_data["token"]):
             with transaction.atomic():
                 record_event("mfa.enrol_failed", actor=request.user, outcome="denied", request=request)
-            return _error(request, "console/mfa_enrol.html", context, "mfa.bad_code",
-                          "That code is wrong or already used. Check the clock of your phone and try the next code.")
+            return _error(
+                request,
+                "console/mfa_enrol.html",
+                context,
+                "mfa.bad_code",
+                "That code is wrong or already used. Check the clock of your phone and try the next code.",
+            )
         with transaction.atomic():
             device.confirmed = True
             device.save(update_fields=["confirmed"])
@@ -116,21 +164,48 @@ def mfa_verify(request: HttpRequest) -> HttpResponse:
     form = TokenForm(request.POST or None)
     if request.method == "POST":
         if not form.is_valid():
-            return _error(request, "console/mfa_verify.html", {"form": form}, "mfa.malformed",
-                          "Enter the 6-digit code from your authenticator app.")
+            return _error(
+                request,
+                "console/mfa_verify.html",
+                {"form": form},
+                "mfa.malformed",
+                "Enter the 6-digit code from your authenticator app.",
+            )
         allowed, _ = device.verify_is_allowed()
         if not allowed:
             with transaction.atomic():
-                record_event("mfa.failed", actor=request.user, outcome="denied", data={"reason": "throttled"},
-                             request=request)
-            return _error(request, "console/mfa_verify.html", {"form": form}, "mfa.throttled",
-                          "Too many wrong codes: wait a minute before the next try.", status=429)
+                record_event(
+                    "mfa.failed",
+                    actor=request.user,
+                    outcome="denied",
+                    data={"reason": "throttled"},
+                    request=request,
+                )
+            return _error(
+                request,
+                "console/mfa_verify.html",
+                {"form": form},
+                "mfa.throttled",
+                "Too many wrong codes: wait a minute before the next try.",
+                status=429,
+            )
         if not device.verify_token(form.cleaned_data["token"]):
             with transaction.atomic():
-                record_event("mfa.failed", actor=request.user, outcome="denied", data={"reason": "bad_code"},
-                             request=request)
-            return _error(request, "console/mfa_verify.html", {"form": form}, "mfa.bad_code",
-                          "That code is wrong or was already used. Wait for the next code.", status=401)
+                record_event(
+                    "mfa.failed",
+                    actor=request.user,
+                    outcome="denied",
+                    data={"reason": "bad_code"},
+                    request=request,
+                )
+            return _error(
+                request,
+                "console/mfa_verify.html",
+                {"form": form},
+                "mfa.bad_code",
+                "That code is wrong or was already used. Wait for the next code.",
+                status=401,
+            )
         otp_login(request, device)
         with transaction.atomic():
             record_event("mfa.verified", actor=request.user, request=request)
@@ -144,11 +219,20 @@ def password_change(request: HttpRequest) -> HttpResponse:
     form = PasswordChangeForm(request.POST or None)
     if request.method == "POST":
         if not form.is_valid():
-            return _error(request, "console/password_change.html", {"form": form}, "form.invalid",
-                          "Check the fields marked below.")
+            return _error(
+                request,
+                "console/password_change.html",
+                {"form": form},
+                "form.invalid",
+                "Check the fields marked below.",
+            )
         try:
-            do_change_password(request.user, old=form.cleaned_data["old_password"],  # type: ignore[arg-type]
-                               new=form.cleaned_data["new_password"], request=request)
+            do_change_password(
+                request.user,
+                old=form.cleaned_data["old_password"],  # type: ignore[arg-type]
+                new=form.cleaned_data["new_password"],
+                request=request,
+            )
         except AccountError as exc:
             return _error(request, "console/password_change.html", {"form": form}, exc.code, exc.message)
         from django.contrib.auth import update_session_auth_hash

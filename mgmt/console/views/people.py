@@ -31,8 +31,12 @@ def _failed(request: HttpRequest, template: str, context: dict[str, object], exc
 
 
 def _invalid(request: HttpRequest, template: str, context: dict[str, object]) -> HttpResponse:
-    return render(request, template, {**context, "error_code": "form.invalid",
-                                      "error": "Check the fields marked below."}, status=400)
+    return render(
+        request,
+        template,
+        {**context, "error_code": "form.invalid", "error": "Check the fields marked below."},
+        status=400,
+    )
 
 
 @require_role(*ALL_ROLES)
@@ -59,8 +63,12 @@ def departments(request: HttpRequest) -> HttpResponse:
         if not form.is_valid():
             return _invalid(request, "console/departments.html", context)
         try:
-            department = do_create_department(form.cleaned_data["name"], weight=form.cleaned_data["weight"],
-                                              actor=request.user, request=request)  # type: ignore[arg-type]
+            department = do_create_department(
+                form.cleaned_data["name"],
+                weight=form.cleaned_data["weight"],
+                actor=request.user,
+                request=request,
+            )  # type: ignore[arg-type]
         except AccountError as exc:
             return _failed(request, "console/departments.html", context, exc)
         return redirect(f"/departments/?created={department.pk}")
@@ -73,10 +81,18 @@ def department_weight(request: HttpRequest, department_id: int) -> HttpResponse:
     department = access_department(request, department_id)
     form = DepartmentForm({"name": department.name, "weight": request.POST.get("weight", "")})
     if not form.is_valid():
-        return render(request, "console/error.html", {"error_code": "form.invalid",
-                      "error": "The weight must be a whole number from 1 to 1000."}, status=400)
-    do_update_department(department, weight=form.cleaned_data["weight"], actor=request.user,  # type: ignore[arg-type]
-                         request=request)
+        return render(
+            request,
+            "console/error.html",
+            {"error_code": "form.invalid", "error": "The weight must be a whole number from 1 to 1000."},
+            status=400,
+        )
+    do_update_department(
+        department,
+        weight=form.cleaned_data["weight"],
+        actor=request.user,  # type: ignore[arg-type]
+        request=request,
+    )
     return redirect("console:departments")
 
 
@@ -104,8 +120,13 @@ def users(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         try:
             user, password = do_create_user(
-                data["username"], role=data["role"], department=data["department"], email=data["email"],
-                full_name=data["full_name"], actor=actor, request=request,
+                data["username"],
+                role=data["role"],
+                department=data["department"],
+                email=data["email"],
+                full_name=data["full_name"],
+                actor=actor,
+                request=request,
             )
         except AccountError as exc:
             return _failed(request, "console/users.html", context, exc)
@@ -125,8 +146,13 @@ def user_detail(request: HttpRequest, user_id: int) -> HttpResponse:
         if not form.is_valid():
             return _invalid(request, "console/user_detail.html", context)
         try:
-            do_update_user(target, role=form.cleaned_data["role"], department=form.cleaned_data["department"],
-                           actor=actor, request=request)
+            do_update_user(
+                target,
+                role=form.cleaned_data["role"],
+                department=form.cleaned_data["department"],
+                actor=actor,
+                request=request,
+            )
         except AccountError as exc:
             return _failed(request, "console/user_detail.html", context, exc)
         return redirect("console:user_detail", user_id=target.pk)
@@ -138,8 +164,12 @@ def user_detail(request: HttpRequest, user_id: int) -> HttpResponse:
 def user_active(request: HttpRequest, user_id: int) -> HttpResponse:
     target = access_user(request, user_id)
     try:
-        do_set_active(target, active=request.POST.get("active") == "1", actor=request.user,  # type: ignore[arg-type]
-                      request=request)
+        do_set_active(
+            target,
+            active=request.POST.get("active") == "1",
+            actor=request.user,  # type: ignore[arg-type]
+            request=request,
+        )
     except AccountError as exc:
         return _failed(request, "console/user_detail.html", {"target": target, "form": UserEditForm()}, exc)
     return redirect("console:user_detail", user_id=target.pk)
