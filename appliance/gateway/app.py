@@ -177,6 +177,13 @@ class Gateway:
             call.status, call.code = 499, "client_disconnected"
             with contextlib.suppress(AuditUnavailable):
                 await self.audit.write(self.row(call, key, presented))
+        except Exception:
+            # A bug or an unexpected failure still gets an audited, OpenAI-shaped answer.
+            log.exception("gateway: unexpected failure on %s", call.endpoint)
+            call.status, call.code = 500, "internal_error"
+            failure = GatewayError(500, "internal_error", "The gateway failed unexpectedly; the failure is logged.")
+            with contextlib.suppress(Exception):
+                await self.refuse(call, key, presented, failure, send)
         finally:
             self.observe(call, key)
 
