@@ -204,10 +204,13 @@ def prepare_database(database_url: str, upstreams: dict[str, int]) -> str:
     model = Model.objects.filter(name="bench-model").first() or do_create_model(
         "bench-model", served_name="fixture-model", actor=None
     )
+    vllm_model = Model.objects.filter(name="bench-vllm").first() or do_create_model(
+        "bench-vllm", served_name="enclave-fixture", actor=None
+    )
     for alias, port in upstreams.items():
         deployment = do_create_deployment(
             f"bench-{alias}-{suffix}",
-            model=model,
+            model=vllm_model if alias == "vllm" else model,
             kind="vllm-cpu",
             endpoint=f"http://127.0.0.1:{port}",
             max_context=4096,
@@ -234,6 +237,51 @@ def commit_latency_ms(database_url: str, count: int = 200) -> tuple[float, float
             times.append(time.perf_counter() - started)
         conn.execute("DROP TABLE bench_commit_probe")
     return pct(times, 0.5), pct(times, 0.99)
+
+
+def vllm_engine() -> Any | None:
+    """The real vLLM CPU engine with the fixture model (not started yet), if `make engine` ran."""
+    python = ROOT / ".venv-engine" / "bin" / "python"
+    model = ROOT / "build" / "fixture-model"
+    if not python.is_file() or not (model / "manifest.json").is_file():
+        return None
+    from appliance.engines import VllmCpuEngine
+
+    return VllmCpuEngine(
+        name="bench-vllm", model=model, served_model_name="enclave-fixture", port=free_port(), python=python
+    )
+
+
+async def vllm_pair(direct_port: int, gw_port: int, key: str, model: str, count: int) -> dict[str, float]:
+    """Alternate direct and gateway requests to the real engine: unary latency and streamed first token."""
+    body = {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 16, "ignore_eos": True}
+    direct = http_request(direct_port, "/v1/chat/completions", {**body, "model": model}, "none")
+    via = http_request(gw_port, "/v1/chat/completions", {**body, "model": "vllm"}, key)
+    direct_s = http_request(direct_port, "/v1/chat/completions", {**body, "model": model, "stream": True}, "x")
+    via_s = http_request(gw_port, "/v1/chat/completions", {**body, "model": "vllm", "stream": True}, key)
+    conns = {name: Conn(port) for name, port in (("d", direct_port), ("g", gw_port))}
+    for conn in conns.values():
+        await conn.open()
+    out: dict[str, list[float]] = {"d": [], "g": [], "ds": [], "gs": []}
+    for _ in range(count):
+        for name, raw, conn in (
+            ("d", direct, conns["d"]),
+            ("g", via, conns["g"]),
+            ("ds", direct_s, conns["d"]),
+            ("gs", via_s, conns["g"]),
+        ):
+            status, first, total = await conn.request(raw)
+            assert status == 200, status
+            out[name].append(first if name.endswith("s") else total)
+    for conn in conns.values():
+        conn.close()
+    return {
+        "direct_p50_ms": pct(out["d"], 0.5),
+        "gateway_p50_ms": pct(out["g"], 0.5),
+        "direct_ttft_p50_ms": pct(out["ds"], 0.5),
+        "gateway_ttft_p50_ms": pct(out["gs"], 0.5),
+        "requests_each": count,
+    }
 
 
 def start_litellm(binary: str, upstream_port: int, log_dir: Path, workers: int) -> tuple[subprocess.Popen[bytes], int]:
@@ -326,6 +374,15 @@ def print_table(results: dict[str, Any], args: argparse.Namespace, log_dir: Path
         f"p99 {results['postgres_commit_p99_ms']} ms (every answer waits for its audit commit)"
     )
     print(f"gateway RSS with {args.streams} open streams: {results['rss_mib_1000_streams']} MiB (goal < 1024)")
+    v = results.get("vllm_cpu")
+    if v:
+        print(
+            f"real vLLM CPU engine, 1 client, 16 tokens: direct {v['direct_p50_ms']:.1f} ms, "
+            f"gateway {v['gateway_p50_ms']:.1f} ms; first token direct {v['direct_ttft_p50_ms']:.1f} ms, "
+            f"gateway {v['gateway_ttft_p50_ms']:.1f} ms"
+        )
+    else:
+        print("real vLLM CPU engine: not measured (run `make engine` first, or --no-vllm was given)")
 
 
 def main() -> int:
@@ -336,6 +393,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each throughput run")
     parser.add_argument("--c1-requests", type=int, default=1500)
     parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--vllm-requests", type=int, default=20)
+    parser.add_argument("--no-vllm", action="store_true", help="skip the real vLLM CPU engine part")
     parser.add_argument(
         "--database-url",
         default=os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/enclave_bench"),
@@ -343,6 +402,7 @@ def main() -> int:
     args = parser.parse_args()
     log_dir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
+    supervisor: Any = None
     try:
         fast, fast_port = start_upstream(log_dir, "--chunks", "8")
         slow, slow_port = start_upstream(log_dir, "--chunks", "120", "--chunk-delay", "0.25")
@@ -350,7 +410,11 @@ def main() -> int:
         # LiteLLM takes a while to import: start it first, wait for it last.
         litellm, ll_port = start_litellm(args.litellm, fast_port, log_dir, args.workers)
         procs.append(litellm)
-        key = prepare_database(args.database_url, {"default": fast_port, "slow": slow_port})
+        engine = vllm_engine() if not args.no_vllm else None
+        upstreams = {"default": fast_port, "slow": slow_port}
+        if engine is not None:
+            upstreams["vllm"] = engine.port
+        key = prepare_database(args.database_url, upstreams)
         gw_port = free_port()
         env = {
             **os.environ,
@@ -456,9 +520,23 @@ def main() -> int:
 
         results["rss_mib_idle"] = round(before, 1)
         results["rss_mib_1000_streams"] = round(asyncio.run(hold()), 1)
+
+        # The real vLLM CPU engine, direct vs through the gateway (alternating, one client).
+        # Started only now: its start-up would otherwise load the CPU under the measurements above.
+        if engine is not None:
+            from appliance.engines import RestartPolicy, Supervisor
+
+            supervisor = Supervisor(log_dir / "engines", RestartPolicy(initial_delay_s=0.5, max_delay_s=5.0))
+            supervisor.start(engine)
+            supervisor.wait_ready(engine.name, timeout=600)
+            served = engine.served_model_name
+            asyncio.run(vllm_pair(engine.port, gw_port, key, served, 3))
+            results["vllm_cpu"] = asyncio.run(vllm_pair(engine.port, gw_port, key, served, args.vllm_requests))
     finally:
         for proc in reversed(procs):
             stop(proc)
+        if supervisor is not None:
+            supervisor.stop_all()
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

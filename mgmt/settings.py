@@ -193,6 +193,7 @@ AUDIT_SEAL_INTERVAL_SECONDS = env_int("ENCLAVE_AUDIT_SEAL_SECONDS", 10, minimum=
 CELERY_BEAT_SCHEDULE = {
     "audit-seal": {"task": "audit.seal", "schedule": float(AUDIT_SEAL_INTERVAL_SECONDS)},
     "audit-retention": {"task": "audit.retention", "schedule": 3600.0},
+    "routing-probe": {"task": "routing.probe_deployments", "schedule": 10.0},
 }
 
 LOGGING = {

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import psycopg
 
 from . import metrics
 from .audit_writer import AuditRow, AuditUnavailable, AuditWriter
@@ -26,6 +27,7 @@ from .errors import GatewayError
 from .fair_queue import FairLimiter, QueueFull, QueueTimeout
 from .payload import ENDPOINTS, Endpoint, parse_request, upstream_body
 from .proxy import JSON_HEADERS, BeforeFirstByte, Call, forward_stream, forward_unary
+from .session_auth import CONSOLE_HEADER, SessionAuth, console_secret_key
 from .snapshot import Deployment, KeyEntry, Route, Snapshot, SnapshotKeeper
 
 __all__ = ["Gateway", "create_app"]
@@ -47,6 +49,7 @@ class Gateway:
             config.database_url, config.redis_url, config.reload_seconds, on_reload=self._on_reload
         )
         self.audit = AuditWriter(config.database_url, config.audit_batch_max)
+        self.sessions = SessionAuth(config.database_url, console_secret_key(), config.session_cache_seconds)
         self.client: aiohttp.ClientSession | None = None
         self.limiters: dict[int, FairLimiter] = {}
         self.down_until: dict[int, float] = {}
@@ -70,6 +73,7 @@ class Gateway:
     async def shutdown(self) -> None:
         await self.keeper.stop()
         await self.audit.stop()
+        await self.sessions.close()
         if self.client is not None:
             await self.client.close()
 
@@ -150,7 +154,10 @@ class Gateway:
                 raise GatewayError(503, "gateway_not_ready", "The gateway is starting; try again shortly.")
             authorization = _header(scope, b"authorization")
             presented = (authorization or "").partition(" ")[2].strip()
-            key = authenticate(authorization, snapshot, time.time())
+            if authorization is None and _header(scope, b"cookie") is not None:
+                key = await self.session_principal(scope, snapshot)
+            else:
+                key = authenticate(authorization, snapshot, time.time())
             if endpoint is None:
                 if scope["method"] != "GET":
                     raise GatewayError(405, "method_not_allowed", "Use GET for /v1/models.")
@@ -170,8 +177,23 @@ class Gateway:
             call.status, call.code = 499, "client_disconnected"
             with contextlib.suppress(AuditUnavailable):
                 await self.audit.write(self.row(call, key, presented))
+        except Exception:
+            # A bug or an unexpected failure still gets an audited, OpenAI-shaped answer.
+            log.exception("gateway: unexpected failure on %s", call.endpoint)
+            call.status, call.code = 500, "internal_error"
+            failure = GatewayError(500, "internal_error", "The gateway failed unexpectedly; the failure is logged.")
+            with contextlib.suppress(Exception):
+                await self.refuse(call, key, presented, failure, send)
         finally:
             self.observe(call, key)
+
+    async def session_principal(self, scope: Scope, snapshot: Snapshot) -> KeyEntry:
+        try:
+            return await self.sessions.authenticate(_header(scope, b"cookie"), _header(scope, CONSOLE_HEADER), snapshot)
+        except (psycopg.Error, OSError):
+            raise GatewayError(
+                503, "session_store_unavailable", "Console sessions cannot be checked right now; try again."
+            ) from None
 
     async def guarded(self, call: Call, receive: Receive, work: Awaitable[None]) -> None:
         """Run `work`; if the client goes away first, cancel it (which closes the engine request)."""

@@ -56,6 +56,8 @@ class GatewayConfig:
     # After a connection failure a deployment is skipped by this worker for this long.
     down_seconds: float = 5.0
     audit_batch_max: int = 512
+    # How long a console session lookup is trusted (a sign-out reaches the gateway within this time).
+    session_cache_seconds: float = 10.0
 
     @classmethod
     def from_env(cls) -> GatewayConfig:
@@ -71,4 +73,5 @@ class GatewayConfig:
             read_timeout_seconds=_float("ENCLAVE_GATEWAY_READ_TIMEOUT_SECONDS", 600.0, minimum=1.0),
             down_seconds=_float("ENCLAVE_GATEWAY_DOWN_SECONDS", 5.0, minimum=0.0),
             audit_batch_max=_int("ENCLAVE_GATEWAY_AUDIT_BATCH_MAX", 512, minimum=1),
+            session_cache_seconds=_float("ENCLAVE_GATEWAY_SESSION_CACHE_SECONDS", 10.0, minimum=0.0),
         )

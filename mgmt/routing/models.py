@@ -13,10 +13,12 @@ from mgmt.accounts.models import Department
 
 
 class EngineKind(models.TextChoices):
-    VLLM = "vllm", "vLLM (CUDA)"
+    """The same values as appliance.engines.EngineKind (the adapters): one vocabulary for engines."""
+
+    VLLM = "vllm-cuda", "vLLM (CUDA)"
     VLLM_CPU = "vllm-cpu", "vLLM (CPU)"
     DS4 = "ds4", "ds4"
-    LLAMA_CPP = "llama.cpp", "llama.cpp"
+    LLAMA_CPP = "llama-cpp", "llama.cpp"
 
 
 class Task(models.TextChoices):

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from django.conf import settings as django_settings
 
 from mgmt.accounts.models import Department, Role, User
@@ -149,7 +148,6 @@ class World:
 @pytest.fixture
 def world(committed_db: None) -> World:  # noqa: F811
     """Two departments (Emergency weight 3, Litigation weight 1), one staff member and one key in each."""
-    redis.Redis.from_url(django_settings.REDIS_URL).flushdb()
     emergency = do_create_department("Emergency", weight=3, actor=None)
     litigation = do_create_department("Litigation", weight=1, actor=None)
     nurse, _ = do_create_user("nina.nurse", role=Role.STAFF, department=emergency, actor=None)

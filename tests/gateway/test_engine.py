@@ -51,7 +51,8 @@ def test_openai_client_through_the_gateway_to_vllm(world, vllm_engine, engine_ro
             model="default", messages=hi, max_tokens=8, stream=True, extra_body={"ignore_eos": True}
         )
     )
-    assert sum(1 for c in chunks for ch in c.choices if ch.delta.content) >= 2
+    # The fixture model's random weights may emit tokens that decode to no text, so count events, not text.
+    assert len(chunks) >= 2
     assert _last().data["completion_tokens"] == 8
 
     text = api.completions.create(model="default", prompt="Once", max_tokens=4)

@@ -394,3 +394,40 @@ def test_metrics_and_health(world, upstream, gateway):
         'endpoint="/v1/chat/completions",status="200"} 1.0'
     ) in text
     assert 'enclave_gateway_tokens_total{department="emergency",kind="completion"} 8.0' in text
+
+
+def test_console_session_authenticates_like_a_key(world, upstream, gateway):
+    from django.test import Client
+
+    from mgmt.accounts.models import Role
+    from mgmt.accounts.services import do_create_user
+
+    up = upstream()
+    route(world.emergency, "default", add_deployment("er", up.url))
+    gw = gateway(ENCLAVE_GATEWAY_SESSION_CACHE_SECONDS="0")
+    browser = Client()
+    browser.force_login(world.nurse)
+    session = {"Cookie": f"sessionid={browser.cookies['sessionid'].value}", "X-Enclave-Console": "1"}
+    models = httpx.get(f"{gw.url}/v1/models", headers=session)
+    assert [m["id"] for m in models.json()["data"]] == ["default"]
+    body = {"model": "default", "messages": [{"role": "user", "content": "hi"}]}
+    assert httpx.post(f"{gw.url}/v1/chat/completions", json=body, headers=session).status_code == 200
+    event = last_event()
+    assert (event.actor, event.department, event.data["key_prefix"]) == ("nina.nurse", "Emergency", "session")
+
+    without_header = {"Cookie": session["Cookie"]}
+    assert _code(httpx.get(f"{gw.url}/v1/models", headers=without_header)) == "console_header_required"
+    forged = {"Cookie": "sessionid=not-a-session", "X-Enclave-Console": "1"}
+    assert _code(httpx.get(f"{gw.url}/v1/models", headers=forged)) == "session_invalid"
+
+    admin, _ = do_create_user("ada.admin", role=Role.APPLIANCE_ADMIN, department=world.emergency, actor=None)
+    admin_browser = Client()
+    admin_browser.force_login(admin)  # password passed, second factor not yet
+    half = {"Cookie": f"sessionid={admin_browser.cookies['sessionid'].value}", "X-Enclave-Console": "1"}
+    assert _code(httpx.get(f"{gw.url}/v1/models", headers=half)) == "mfa_required"
+
+    # A password change ends the session for the gateway as for the console.
+    world.nurse.set_password("another long passphrase 77")
+    world.nurse.save()
+    assert _code(httpx.get(f"{gw.url}/v1/models", headers=session)) == "session_invalid"
+    assert gateway_events(outcome="denied")[-1].data["code"] == "session_invalid"

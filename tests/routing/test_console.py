@@ -29,7 +29,7 @@ def test_admin_adds_a_model_a_deployment_and_a_route(personas):
             "form": "deployment",
             "name": "gpu-1",
             "model": model.pk,
-            "kind": "vllm",
+            "kind": "vllm-cuda",
             "endpoint": "http://10.0.0.5:8000",
             "max_context": "131072",
             "max_concurrency": "16",
