@@ -19,6 +19,8 @@ from .services import (
     do_set_route,
     do_update_deployment,
 )
+from appliance.hardware import cached_report
+
 from .usage import HEIGHT, WIDTH, usage_charts
 
 
@@ -30,6 +32,7 @@ def _page(request: HttpRequest, error: RoutingError | None = None) -> HttpRespon
         "departments": Department.objects.all(),
         "kinds": EngineKind.choices,
         "thinking_modes": Thinking.choices,
+        "hardware": cached_report(),
     }
     if error is not None:
         context.update(error=error.message, error_code=error.code)
