@@ -6,6 +6,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from appliance.hardware import cached_report
 from mgmt.accounts.access import require_role
 from mgmt.accounts.models import Department, Role
 
@@ -19,8 +20,6 @@ from .services import (
     do_set_route,
     do_update_deployment,
 )
-from appliance.hardware import cached_report
-
 from .usage import HEIGHT, WIDTH, usage_charts
 
 
