@@ -160,8 +160,9 @@ class Report:
 
     def summary(self) -> str:
         if self.intact:
-            signed = self.last_checkpoint.signed_at if self.last_checkpoint else "never (no checkpoint yet)"
-            return f"{self.events} events, chain intact, last checkpoint signed at {signed}"
+            if self.last_checkpoint is None:
+                return f"{self.events} events, chain intact, nothing sealed yet (the sealer runs every few seconds)"
+            return f"{self.events} events, chain intact, last checkpoint signed at {self.last_checkpoint.signed_at}"
         first = self.findings[0]
         return f"{self.events} events, CHAIN BROKEN: {first.message} ({len(self.findings)} finding(s))"
 

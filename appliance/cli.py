@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 AREAS = (
     "appliance.audit_cli",
+    "appliance.bundles.cli",
     "appliance.engines.cli",
 )
 

@@ -1,10 +1,11 @@
 """`make demo`: the whole appliance on this machine, with embedded defaults where nothing is configured.
 
-- Database: DATABASE_URL if set, else SQLite under var/ (ENCLAVE_STATE_DIR).
-- Redis: REDIS_URL if set, else a private redis-server started here on a free loopback port.
-- Processes: the console (gunicorn, WSGI), a Celery worker with beat (the audit sealer), and — where the
-  engine and gateway are installed (`make engine`) — the vLLM CPU engine and the gateway.
-Prints the URL and the first admin's one-time password; Ctrl-C stops everything.
+- PostgreSQL: DATABASE_URL if set, else a private cluster (initdb) under var/demo/pg on a free port.
+- Redis: REDIS_URL if set, else a private redis-server on a free loopback port.
+- The console (gunicorn, WSGI), a Celery worker with beat (audit sealer), the real vLLM CPU engine on the
+  fixture model under the engine supervisor (`make engine` builds both), and the gateway (gunicorn's
+  ASGI worker) routing the "General" department's `default` alias to that engine.
+Prints the URLs and the first admin's one-time password; Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+ENGINE_PYTHON = ROOT / ".venv-engine" / "bin" / "python"
+FIXTURE_MODEL = ROOT / "build" / "fixture-model"
+SERVED_MODEL = "enclave-fixture"
 
 
 def free_port() -> int:
@@ -61,50 +66,152 @@ class Demo:
                 proc.terminate()
         for proc in reversed(self.procs):
             try:
-                proc.wait(timeout=15)
+                proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def _as_postgres(argv: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: drop to the postgres user when we are root."""
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+def start_private_postgres(demo: Demo, env: dict[str, str]) -> str:
+    bindirs = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not bindirs:
+        raise SystemExit("demo: no DATABASE_URL and no PostgreSQL installed (apt-get install postgresql)")
+    bindir = bindirs[-1].parent
+    data = demo.logs / "pg"
+    if os.geteuid() == 0:
+        data.parent.mkdir(parents=True, exist_ok=True)
+        reachable = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(data.parent)], check=False)
+        if reachable.returncode != 0:  # e.g. a state dir under a private (0700) home or pytest's tmp
+            data = Path(tempfile.mkdtemp(prefix="enclave-demo-pg-")) / "pg"
+            os.chmod(data.parent, 0o755)  # noqa: S103 - the postgres user must traverse it; it holds only pg/
+            print(f"demo: {demo.logs} is not reachable by the postgres user; its cluster lives in {data}")
+    if not (data / "PG_VERSION").exists():
+        data.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(data, "postgres", "postgres")
+        subprocess.run(
+            _as_postgres(
+                [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-instructions"]
+            ),
+            check=True,
+            capture_output=True,
+        )
+    port = free_port()
+    proc = demo.start(
+        "postgres",
+        _as_postgres([str(bindir / "postgres"), "-D", str(data), "-k", str(data), "-h", "127.0.0.1", "-p", str(port)]),
+        env,
+    )
+    wait_port(port, 60, proc)
+    for _ in range(50):  # the port opens a moment before the server accepts logins
+        ready = subprocess.run([str(bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)], check=False)
+        if ready.returncode == 0:
+            break
+        time.sleep(0.2)
+    exists = subprocess.run(
+        [
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            "postgres",
+            "-tAc",
+            "SELECT 1 FROM pg_database WHERE datname = 'enclave'",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    if exists != "1":
+        subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-qc", "CREATE DATABASE enclave"], check=True
+        )
+    return f"postgresql://postgres@127.0.0.1:{port}/enclave"
+
+
+def start_private_redis(demo: Demo, env: dict[str, str]) -> str:
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        raise SystemExit("demo: no REDIS_URL and no redis-server installed (apt-get install redis-server)")
+    port = free_port()
+    (demo.logs / "redis").mkdir(parents=True, exist_ok=True)
+    proc = demo.start(
+        "redis",
+        [
+            redis_server,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(demo.logs / "redis"),
+        ],
+        env,
+    )
+    wait_port(port, 20, proc)
+    return f"redis://127.0.0.1:{port}/0"
+
+
+SETUP_ROUTING = """
+from mgmt.accounts.models import Department
+from mgmt.accounts.services import do_create_department
+from mgmt.routing.models import Deployment, Model
+from mgmt.routing.services import TargetSpec, do_create_deployment, do_create_model, do_set_route, do_update_deployment
+import os
+endpoint = os.environ["DEMO_ENGINE_URL"]
+model = Model.objects.filter(name="fixture").first() or do_create_model("fixture", served_name="{served}", actor=None)
+deployment = Deployment.objects.filter(name="demo-cpu").first()
+if deployment is None:
+    deployment = do_create_deployment("demo-cpu", model=model, kind="vllm-cpu", endpoint=endpoint, max_context=2048,
+                                      max_concurrency=4, actor=None)
+elif deployment.endpoint != endpoint:
+    do_update_deployment(deployment, endpoint=endpoint, actor=None)
+general = Department.objects.filter(name="General").first() or do_create_department("General", actor=None)
+do_set_route(general, "default", [TargetSpec(deployment=deployment)], actor=None)
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("ENCLAVE_DEMO_PORT", "8000")))
+    parser.add_argument("--gateway-port", type=int, default=int(os.environ.get("ENCLAVE_DEMO_GATEWAY_PORT", "8080")))
     args = parser.parse_args(argv)
+    if not ENGINE_PYTHON.is_file() or not (FIXTURE_MODEL / "manifest.json").is_file():
+        print(
+            "demo: the vLLM CPU engine or the fixture model is missing: run `make engine` (make demo does)",
+            file=sys.stderr,
+        )
+        return 2
 
     env = dict(os.environ)
     env.setdefault("ENCLAVE_STATE_DIR", str(ROOT / "var"))
-    env["HF_HUB_OFFLINE"] = "1"
-    env["PYTHONUNBUFFERED"] = "1"
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
     state = Path(env["ENCLAVE_STATE_DIR"])
     demo = Demo(state)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    from appliance.engines import RestartPolicy, Supervisor, VllmCpuEngine
+
+    supervisor = Supervisor(state / "demo" / "engines", RestartPolicy(initial_delay_s=1.0, max_delay_s=30.0))
     try:
+        if not env.get("DATABASE_URL"):
+            env["DATABASE_URL"] = start_private_postgres(demo, env)
         if not env.get("REDIS_URL"):
-            redis_server = shutil.which("redis-server")
-            if redis_server is None:
-                raise SystemExit("demo: no REDIS_URL and no redis-server installed (apt-get install redis-server)")
-            port = free_port()
-            (state / "demo" / "redis").mkdir(parents=True, exist_ok=True)
-            proc = demo.start(
-                "redis",
-                [
-                    redis_server,
-                    "--bind",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(state / "demo" / "redis"),
-                ],
-                env,
-            )
-            wait_port(port, 20, proc)
-            env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+            env["REDIS_URL"] = start_private_redis(demo, env)
         python = sys.executable
+        engine = VllmCpuEngine(
+            name="demo-cpu", model=FIXTURE_MODEL, served_model_name=SERVED_MODEL, port=free_port(), python=ENGINE_PYTHON
+        )
+        supervisor.start(engine)  # starts now: it takes about a minute, the rest comes up meanwhile
         subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
         firstboot = subprocess.run(
             [python, "manage.py", "enclave_firstboot", "--reset-admin"],
@@ -114,6 +221,12 @@ def main(argv: list[str] | None = None) -> int:
             capture_output=True,
             text=True,
         ).stdout
+        subprocess.run(
+            [python, "manage.py", "shell", "-c", SETUP_ROUTING.replace("{served}", SERVED_MODEL)],
+            cwd=ROOT,
+            env={**env, "DEMO_ENGINE_URL": engine.base_url},
+            check=True,
+        )
         console = demo.start(
             "console",
             [
@@ -126,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--workers",
                 "2",
                 "--timeout",
-                "60",
+                "120",
             ],
             env,
         )
@@ -147,22 +260,49 @@ def main(argv: list[str] | None = None) -> int:
             ],
             env,
         )
+        gateway = demo.start(
+            "gateway",
+            [
+                python,
+                "-m",
+                "gunicorn",
+                "--worker-class",
+                "asgi",
+                "--workers",
+                "1",
+                "--bind",
+                f"127.0.0.1:{args.gateway_port}",
+                "appliance.gateway.asgi:app",
+            ],
+            env,
+        )
         wait_port(args.port, 60, console)
+        wait_port(args.gateway_port, 60, gateway)
+        print(
+            f"  Console is up at http://127.0.0.1:{args.port}/ ; waiting for the engine (about a minute)...", flush=True
+        )
+        supervisor.wait_ready("demo-cpu", timeout=900)
         print("\n  Enclave demo is running.\n")
         print(f"  Console:  http://127.0.0.1:{args.port}/")
+        print(f"  API:      http://127.0.0.1:{args.gateway_port}/v1  (OpenAI-compatible; model alias 'default')")
+        print(f"  Engine:   vLLM CPU on the fixture model ({engine.base_url}, loopback only)")
+        print(f"  Database: {env['DATABASE_URL']}\n  Redis:    {env['REDIS_URL']}")
         print("  " + firstboot.strip().replace("\n", "\n  "))
+        print("\n  Sign in, enrol TOTP, add yourself to the General department or create users there,")
+        print(
+            "  create an API key, then: curl -H 'Authorization: Bearer KEY' "
+            f"http://127.0.0.1:{args.gateway_port}/v1/models"
+        )
         print(f"\n  Logs in {state / 'demo'}. Ctrl-C stops everything.\n", flush=True)
         while all(proc.poll() is None for proc in demo.procs):
             time.sleep(1)
-        dead = [proc for proc in demo.procs if proc.poll() is not None]
-        print(
-            f"demo: {dead[0].args!r} stopped (exit {dead[0].returncode}); see {state / 'demo'}",
-            file=sys.stderr,
-        )
+        dead = next(proc for proc in demo.procs if proc.poll() is not None)
+        print(f"demo: {dead.args!r} stopped (exit {dead.returncode}); see {state / 'demo'}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
     finally:
+        supervisor.stop_all()
         demo.stop()
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import csv
 import enum
+import functools
 import io
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from appliance.engines.base import EngineAdapter, EngineKind
@@ -29,6 +29,7 @@ __all__ = [
     "CapacityPlan",
     "Gpu",
     "HardwareError",
+    "HardwareReport",
     "Host",
     "MemoryInfoError",
     "NvidiaSmiFailed",
@@ -36,9 +37,11 @@ __all__ = [
     "Profile",
     "ProfileChoice",
     "Weights",
+    "cached_report",
     "choose_profile",
     "detect_host",
     "engines_for",
+    "hardware_report",
     "parse_cpuinfo",
     "parse_meminfo",
     "parse_nvidia_smi_csv",
@@ -165,19 +168,18 @@ def parse_nvidia_smi_csv(text: str) -> tuple[Gpu, ...]:
     return tuple(gpus)
 
 
-Runner = Callable[[Sequence[str]], subprocess.CompletedProcess[str]]
-
-
-def _run(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=30, check=False)
-
-
-def query_gpus(nvidia_smi: str | None = None, runner: Runner = _run) -> tuple[Gpu, ...]:
+def query_gpus(nvidia_smi: str | None = None, timeout_s: float = 30.0) -> tuple[Gpu, ...]:
     """The host's NVIDIA GPUs; () where there is no nvidia-smi or it finds no device."""
     exe = nvidia_smi or shutil.which("nvidia-smi")
     if exe is None:
         return ()
-    result = runner([exe, f"--query-gpu={','.join(NVIDIA_SMI_FIELDS)}", "--format=csv,nounits"])
+    argv = [exe, f"--query-gpu={','.join(NVIDIA_SMI_FIELDS)}", "--format=csv,nounits"]
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise NvidiaSmiFailed(f"nvidia-smi did not answer within {timeout_s:.0f} s (a hung driver?)") from exc
+    except OSError as exc:
+        raise NvidiaSmiFailed(f"nvidia-smi could not be run: {exc}") from exc
     if result.returncode != 0:
         if _NO_DEVICES in result.stdout + result.stderr:
             return ()
@@ -423,3 +425,39 @@ def engines_for(choice: ProfileChoice, plan: CapacityPlan, model: Path | None = 
             max_model_len=plan.largest_context,
         )
     ]
+
+
+# -- one call for the console and the CLI ---------------------------------------------------------
+@dataclass(frozen=True)
+class HardwareReport:
+    host: Host
+    choice: ProfileChoice
+    plan: CapacityPlan
+    engines: tuple[EngineAdapter, ...]
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form (the console renders it; `enclavectl hardware --json` prints it)."""
+        return {
+            "host": asdict(self.host),
+            "profile": asdict(self.choice),
+            "plan": asdict(self.plan),
+            "engines": [
+                {"name": e.name, "kind": str(e.kind), "base_url": e.base_url, "max_context": e.context_length()}
+                for e in self.engines
+            ],
+        }
+
+
+def hardware_report(
+    proc: Path = Path("/proc"), gpus: tuple[Gpu, ...] | None = None, session_context: int | None = None
+) -> HardwareReport:
+    host = detect_host(proc, gpus=gpus)
+    choice = choose_profile(host)
+    plan = plan_capacity(host, choice, session_context)
+    return HardwareReport(host, choice, plan, tuple(engines_for(choice, plan)))
+
+
+@functools.lru_cache(maxsize=1)
+def cached_report() -> HardwareReport:
+    """This machine's report, computed once per process (nvidia-smi is slow; hardware does not change)."""
+    return hardware_report()

@@ -40,6 +40,8 @@ INSTALLED_APPS = [
     "mgmt.accounts",
     "mgmt.audit",
     "mgmt.console",
+    "mgmt.routing",
+    "mgmt.updates",
 ]
 
 MIDDLEWARE = [
@@ -191,6 +193,7 @@ AUDIT_SEAL_INTERVAL_SECONDS = env_int("ENCLAVE_AUDIT_SEAL_SECONDS", 10, minimum=
 CELERY_BEAT_SCHEDULE = {
     "audit-seal": {"task": "audit.seal", "schedule": float(AUDIT_SEAL_INTERVAL_SECONDS)},
     "audit-retention": {"task": "audit.retention", "schedule": 3600.0},
+    "routing-probe": {"task": "routing.probe_deployments", "schedule": 10.0},
 }
 
 LOGGING = {
@@ -202,3 +205,14 @@ LOGGING = {
 
 # Events younger than this are left for the next sealer run (their transaction may still be open).
 AUDIT_SEAL_GRACE_SECONDS = env_int("ENCLAVE_AUDIT_SEAL_GRACE_SECONDS", 2, minimum=0)
+
+# Update bundles (appliance.bundles, mgmt.updates). The trust root ships in the image.
+BUNDLE_TRUST_ROOT = env_path("ENCLAVE_BUNDLE_TRUST_ROOT", STATE_DIR / "bundle-trust-root.json")
+HARDWARE_CLASS = env_str("ENCLAVE_HARDWARE_CLASS", "cpu-dev")
+UPDATES_CHANNEL = env_str("ENCLAVE_CHANNEL", "stable")
+# Development and tests: directories searched for ENCLAVE-* bundles. The appliance uses udev instead.
+UPDATES_WATCH_DIRS = env_list("ENCLAVE_UPDATES_WATCH_DIRS", [] if PRODUCTION else [str(STATE_DIR / "media")])
+UPDATES_USE_UDEV = env_bool("ENCLAVE_UPDATES_UDEV", PRODUCTION)
+# Engines the health gate probes after an activation (base URLs, e.g. http://127.0.0.1:8001).
+UPDATES_SMOKE_ENDPOINTS = env_list("ENCLAVE_UPDATES_SMOKE_ENDPOINTS", [])
+UPDATES_HEALTH_TIMEOUT_SECONDS = env_int("ENCLAVE_UPDATES_HEALTH_TIMEOUT", 300, minimum=1)

@@ -1,6 +1,7 @@
 from django.urls import include, path
 
 urlpatterns = [
+    path("routing/", include("mgmt.routing.urls")),
     path("", include("mgmt.console.urls")),
 ]
 

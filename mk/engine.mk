@@ -34,5 +34,6 @@ fixture-model: $(FIXTURE_MODEL_DIR)/manifest.json ## Generate the tiny fixture m
 engine: engine-venv fixture-model ## vLLM CPU engine venv + tiny fixture model (cheap on a second run)
 
 .PHONY: bench-engine
-bench-engine: engine ## Engine start-up time and chat latency direct against vLLM CPU (bench-results/engine.json)
+bench-engine: venv engine ## Engine start-up time and chat latency direct against vLLM CPU (bench-results/engine.json)
 	$(BIN)/python -m bench.engine --python $(ENGINE_BIN)/python --model $(FIXTURE_MODEL_DIR)
+DEMO_PREREQS += engine

@@ -1,4 +1,5 @@
-"""`make demo` as a user runs it: nothing configured, embedded defaults, log in with the printed password."""
+"""`make demo` as a user runs it: nothing configured, embedded PostgreSQL and Redis, the real engine behind the
+gateway, and the printed one-time password works."""
 
 from __future__ import annotations
 
@@ -11,10 +12,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+from openai import OpenAI
 
 from tests.fixtures.processes import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
+
+MAKE_STAFF_KEY = """
+from mgmt.accounts.models import Department, Role
+from mgmt.accounts.services import do_create_api_key, do_create_user
+user, _ = do_create_user("demo.staff", role=Role.STAFF, department=Department.objects.get(name="General"), actor=None)
+print("KEY=" + do_create_api_key(user, name="demo test", expires_at=None, actor=None).secret)
+"""
 
 
 def _free_port() -> int:
@@ -24,13 +33,15 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_demo_starts_with_embedded_defaults_and_the_printed_password_works(tmp_path: Path):
-    port = _free_port()
+@pytest.mark.engine
+def test_demo_serves_the_whole_stack_with_embedded_defaults(tmp_path: Path):
+    port, gateway_port = _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"}}
-    env["ENCLAVE_STATE_DIR"] = str(tmp_path / "state")
+    state = tmp_path / "state"
+    env["ENCLAVE_STATE_DIR"] = str(state)
     out = tmp_path / "demo.out"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "appliance.demo", "--port", str(port)],
+        [sys.executable, "-m", "appliance.demo", "--port", str(port), "--gateway-port", str(gateway_port)],
         cwd=ROOT,
         env=env,
         stdout=out.open("wb"),
@@ -39,25 +50,42 @@ def test_demo_starts_with_embedded_defaults_and_the_printed_password_works(tmp_p
     try:
         wait_for(
             lambda: "Ctrl-C stops everything" in out.read_text() or proc.poll() is not None,
-            timeout=180,
+            timeout=900,
             what="the demo banner",
+            interval=1,
         )
         text = out.read_text()
         assert proc.poll() is None, text
-        assert (tmp_path / "state" / "enclave.sqlite3").exists()  # SQLite: no database server configured
+        database = re.search(r"Database: (\S+)", text).group(1)
+        assert database.startswith("postgresql://postgres@127.0.0.1:") and ":5432/" not in database  # private
+        redis_url = re.search(r"Redis:\s+(\S+)", text).group(1)
         password = re.search(r"one-time password:\s+(\S+)", text).group(1)
+
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", follow_redirects=False, timeout=30) as client:
             page = client.get("/login/")
             token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
             response = client.post(
-                "/login/",
-                data={"username": "admin", "password": password, "csrfmiddlewaretoken": token},
-                headers={"Referer": f"http://127.0.0.1:{port}/login/"},
+                "/login/", data={"username": "admin", "password": password, "csrfmiddlewaretoken": token}
             )
             assert response.status_code == 302
             assert client.get("/").headers["location"] == "/mfa/enrol/"  # admins enrol TOTP first
-            assert client.get("/static/console/htmx.min.js").status_code == 200
+
+        made = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", MAKE_STAFF_KEY],
+            cwd=ROOT,
+            env={**env, "DATABASE_URL": database, "REDIS_URL": redis_url},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        key = re.search(r"KEY=(\S+)", made.stdout).group(1)
+        api = OpenAI(base_url=f"http://127.0.0.1:{gateway_port}/v1", api_key=key, max_retries=0, timeout=120)
+        assert [m.id for m in api.models.list().data] == ["default"]
+        reply = api.chat.completions.create(
+            model="default", max_tokens=8, messages=[{"role": "user", "content": "Hello"}]
+        )
+        assert reply.choices[0].message.content is not None and reply.usage.completion_tokens > 0
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
-    assert proc.returncode == 0
+        proc.wait(timeout=60)
+    assert proc.returncode == 0, out.read_text()[-3000:]

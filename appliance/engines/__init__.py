@@ -32,7 +32,15 @@ from appliance.engines.errors import (
     InvalidEngineOption,
     UnknownEngine,
 )
-from appliance.engines.health import EngineLoad, ProbeResult, aprobe, parse_load, probe, scrape_load
+from appliance.engines.health import (
+    EngineLoad,
+    ProbeResult,
+    aprobe,
+    ascrape_load,
+    parse_load,
+    probe,
+    scrape_load,
+)
 from appliance.engines.llama_cpp import LlamaCppEngine
 from appliance.engines.supervisor import EngineState, EngineStatus, RestartPolicy, Supervisor
 from appliance.engines.systemd import render_dropin, render_template_unit, unit_name
@@ -67,6 +75,7 @@ __all__ = [
     "VllmCpuEngine",
     "VllmCudaEngine",
     "aprobe",
+    "ascrape_load",
     "parse_load",
     "probe",
     "render_dropin",

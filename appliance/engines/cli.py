@@ -74,18 +74,16 @@ def _guard(func: Any) -> Any:
     return run
 
 
-def _detect(args: argparse.Namespace) -> tuple[hardware.Host, hardware.ProfileChoice, hardware.CapacityPlan]:
+def _report(args: argparse.Namespace) -> hardware.HardwareReport:
     gpus = None if args.nvidia_smi_csv is None else hardware.parse_nvidia_smi_csv(args.nvidia_smi_csv.read_text())
-    host = hardware.detect_host(args.proc, gpus=gpus)
-    choice = hardware.choose_profile(host)
-    return host, choice, hardware.plan_capacity(host, choice, args.session_context)
+    return hardware.hardware_report(args.proc, gpus=gpus, session_context=args.session_context)
 
 
 def _hardware(args: argparse.Namespace) -> int:
-    host, choice, plan = _detect(args)
+    report = _report(args)
+    host, choice, plan = report.host, report.choice, report.plan
     if args.json:
-        doc = {"host": asdict(host), "profile": asdict(choice), "plan": asdict(plan)}
-        print(json.dumps(doc, indent=2, default=str))
+        print(json.dumps(report.as_dict(), indent=2, default=str))
         return 0
     print(f"CPU:      {host.cpu_model} ({host.cpu_count} cores available)")
     print(f"Memory:   {host.memory_bytes / GIB:.1f} GiB ({host.memory_available_bytes / GIB:.1f} GiB available)")
@@ -114,8 +112,7 @@ def _hardware(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    _, choice, plan = _detect(args)
-    launches = [e.launch() for e in hardware.engines_for(choice, plan)]
+    launches = [e.launch() for e in _report(args).engines]
     if args.json:
         print(json.dumps([asdict(launch) for launch in launches], indent=2, default=str))
         return 0
@@ -145,8 +142,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _units(args: argparse.Namespace) -> int:
-    _, choice, plan = _detect(args)
-    engines = hardware.engines_for(choice, plan)
+    engines = _report(args).engines
     unit_dir = args.out / "etc" / "systemd" / "system"
     _write_atomic(unit_dir / TEMPLATE_UNIT_NAME, render_template_unit())
     print(unit_dir / TEMPLATE_UNIT_NAME)

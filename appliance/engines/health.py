@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from appliance.engines.base import EngineLaunch
 
-__all__ = ["EngineLoad", "ProbeResult", "aprobe", "parse_load", "probe", "scrape_load"]
+__all__ = ["EngineLoad", "ProbeResult", "aprobe", "ascrape_load", "parse_load", "probe", "scrape_load"]
 
 # vLLM's gauges (vllm/v1/metrics/loggers.py); llama.cpp names its own with a "llamacpp:" prefix.
 _RUNNING = ("vllm:num_requests_running", "llamacpp:requests_processing")
@@ -77,6 +77,19 @@ def scrape_load(launch: EngineLaunch, timeout: float = 2.0) -> EngineLoad | None
     try:
         with httpx.Client(trust_env=False) as client:
             response = client.get(launch.metrics_url, timeout=timeout)
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    return parse_load(response.text)
+
+
+async def ascrape_load(launch: EngineLaunch, client: httpx.AsyncClient, timeout: float = 2.0) -> EngineLoad | None:
+    """The async form of scrape_load, for the gateway's event loop."""
+    if launch.metrics_url is None:
+        return None
+    try:
+        response = await client.get(launch.metrics_url, timeout=timeout)
     except httpx.HTTPError:
         return None
     if response.status_code != 200:

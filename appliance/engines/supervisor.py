@@ -13,6 +13,7 @@ A stop sends SIGTERM to the group, waits `grace_s`, then SIGKILL. Output goes to
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import enum
 import os
@@ -143,6 +144,7 @@ class Supervisor:
         self.max_log_bytes = max_log_bytes
         self._engines: dict[str, _Managed] = {}
         self._lock = threading.Lock()
+        self._atexit_registered = False
 
     # -- public API ---------------------------------------------------------------------------
     def start(self, engine: EngineAdapter | EngineLaunch) -> EngineStatus:
@@ -160,6 +162,11 @@ class Supervisor:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             managed = _Managed(launch, self.log_dir / f"{launch.name}.log")
             self._engines[launch.name] = managed
+            if not self._atexit_registered:
+                # vLLM's engine-core and worker processes outlive a killed API server: an exiting
+                # interpreter takes its engines' process groups with it (a SIGKILLed one cannot: 0303).
+                atexit.register(self._kill_all_now)
+                self._atexit_registered = True
         managed.set_state(EngineState.STARTING)
         managed.thread = threading.Thread(target=self._run, args=(managed,), name=f"engine-{launch.name}", daemon=True)
         managed.thread.start()
@@ -214,6 +221,18 @@ class Supervisor:
             names = list(self._engines)
         for name in names:
             self.stop(name)
+        with self._lock:
+            if self._atexit_registered:
+                atexit.unregister(self._kill_all_now)
+                self._atexit_registered = False
+
+    def _kill_all_now(self) -> None:
+        with self._lock:
+            managed = list(self._engines.values())
+        for m in managed:
+            m.stop_event.set()
+            if m.proc is not None and m.proc.poll() is None:  # a reaped leader's group id may be reused
+                _kill_group(m.proc, signal.SIGKILL)
 
     def __enter__(self) -> Supervisor:
         return self

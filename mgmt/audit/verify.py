@@ -11,6 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import Exists, OuterRef
 
 from appliance.auditchain import (
     EVENT_FIELDS,
@@ -23,7 +24,7 @@ from appliance.auditchain import (
     load_or_create_private_key,
 )
 
-from .models import AuditCheckpoint, AuditEvent
+from .models import AuditCheckpoint, AuditEvent, AuditSeal
 
 __all__ = ["export_trail", "iter_sealed_rows", "load_checkpoints", "verify_database"]
 
@@ -87,7 +88,7 @@ def _unsealed_findings(report: Report) -> None:
     cutoff = datetime.fromisoformat(checkpoint.signed_at.replace("Z", "+00:00")) - grace
     suspicious = (
         AuditEvent.objects.filter(id__lt=checkpoint.event_id, ts__lt=cutoff)
-        .exclude(id__in=_sealed_ids())
+        .exclude(Exists(AuditSeal.objects.filter(event_id=OuterRef("id"))))
         .order_by("id")
         .values_list("id", flat=True)[:100]
     )
@@ -101,12 +102,6 @@ def _unsealed_findings(report: Report) -> None:
                 "application's back",
             )
         )
-
-
-def _sealed_ids() -> Any:
-    from .models import AuditSeal
-
-    return AuditSeal.objects.values("event_id")
 
 
 PARALLEL_MIN_ROWS = 200_000

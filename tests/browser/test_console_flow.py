@@ -15,6 +15,7 @@ import sys
 
 import pyotp
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
 from mgmt.accounts.models import ApiKey, Department, Role, User
@@ -193,6 +194,12 @@ def test_console_flow(chromium, console_server) -> None:
         ]
         assert browser.csp_violations() == []
         assert browser.page_errors == []
+
+        # The check above can fail: an inline script (what an XSS would inject) is refused and reported.
+        with pytest.raises(PlaywrightError, match="Content Security Policy"):
+            admin.add_script_tag(content="window.enclaveInjected = true")
+        assert admin.evaluate("window.enclaveInjected === undefined")
+        assert any("inline script" in line for line in browser.csp_violations()), browser.console
 
     # What the pages claimed is what the database holds.
     admin_user = User.objects.get(username="ann.admin")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -211,3 +212,37 @@ def test_api_key_checks_refuse_invalid_revoked_and_expired_keys(personas):
         "apikey.revoked",
     ]
     assert all(good.secret not in str(d) for d in refused)
+
+
+def test_admin_issues_a_key_for_a_staff_member_shown_once(personas):
+    from mgmt.accounts.models import ApiKey
+    from mgmt.accounts.services import key_digest
+
+    client = verified_client(personas.dept_admin)
+    response = client.post(f"/users/{personas.staff.pk}/keys/", {"name": "PACS dictation"})
+    assert response.status_code == 200
+    import re
+
+    secret = re.search(rb'id="api-key">([^<]+)<', response.content).group(1).decode()
+    key = ApiKey.objects.get(digest=key_digest(secret))
+    assert key.user == personas.staff and key.department == personas.radiology
+    event = AuditEvent.objects.get(action="apikey.create", target_id=str(key.pk))
+    assert event.actor == "rob.radadmin" and event.data["owner"] == "sam.staff"
+    assert secret.encode() not in client.get(f"/users/{personas.staff.pk}/").content
+    refused = client.post(f"/users/{personas.other_staff.pk}/keys/", {"name": "x"})
+    assert refused.status_code == 403 and _error_code(refused) == "access.user"
+    assert not ApiKey.objects.filter(user=personas.other_staff).exists()
+
+
+def test_audit_search_filters_by_action_prefix_and_department(personas):
+    from mgmt.audit.services import record_event
+
+    for action in ("auth.login", "auth.logout", "authz.grant", "apikey.create"):
+        record_event(action, actor_label="x", department="Radiology")
+    record_event("auth.login", actor_label="y", department="Litigation")
+    client = verified_client(personas.auditor)
+    page = client.get("/audit/", {"action": "auth.*", "department": "Radiology"}).content.decode()
+    shown = re.findall(r"<td>(auth[\w.]*|apikey[\w.]*)</td>", page)
+    assert sorted(shown) == ["auth.login", "auth.logout"]
+    bad = client.get("/audit/", {"since": "yesterday"})
+    assert bad.status_code == 400 and _error_code(bad) == "form.invalid"

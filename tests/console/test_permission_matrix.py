@@ -29,14 +29,15 @@ def _console_patterns() -> list[tuple[str, URLPattern]]:
                 walk(pattern.url_patterns, prefix + str(pattern.pattern), pattern.namespace or namespace)
 
     walk(get_resolver().url_patterns, "", "")
-    return [(name, route, p) for name, route, p in found if name.startswith("console:")]
+    return found  # every namespace: console, routing, and whatever is added next
 
 
 PATTERNS = _console_patterns()
 
 
 def test_every_console_view_declares_its_roles():
-    assert len(PATTERNS) >= 15
+    assert len(PATTERNS) >= 20
+    assert {name.split(":")[0] for name, _, _ in PATTERNS} >= {"console", "routing"}
     for name, _, pattern in PATTERNS:
         roles = getattr(pattern.callback, "enclave_roles", None)
         assert roles is not None, f"{name} declares no roles: decorate it with @require_role or @public"
@@ -44,8 +45,21 @@ def test_every_console_view_declares_its_roles():
 
 
 def _url(route: str, personas) -> str:
+    from mgmt.routing.services import TargetSpec, do_create_deployment, do_create_model, do_set_route
+
     key = do_create_api_key(personas.staff, name="matrix", expires_at=None, actor=None).key
-    values = {"department_id": personas.radiology.pk, "user_id": personas.staff.pk, "key_id": key.pk}
+    model = do_create_model("matrix", served_name="matrix-model", actor=None)
+    deployment = do_create_deployment(
+        "matrix-cpu", model=model, kind="vllm-cpu", endpoint="http://127.0.0.1:9", max_context=2048, actor=None
+    )
+    route_row = do_set_route(personas.radiology, "default", [TargetSpec(deployment=deployment)], actor=None)
+    values = {
+        "department_id": personas.radiology.pk,
+        "user_id": personas.staff.pk,
+        "key_id": key.pk,
+        "deployment_id": deployment.pk,
+        "route_id": route_row.pk,
+    }
     return "/" + re.sub(r"<int:(\w+)>", lambda m: str(values[m.group(1)]), route)
 
 

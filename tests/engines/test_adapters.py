@@ -90,7 +90,6 @@ def test_vllm_cuda_blackwell_and_mtp_add_the_recipe_overrides() -> None:
     tail = argv[argv.index("--enable-expert-parallel") :]
     assert tail == (
         "--enable-expert-parallel",
-        "--attention_config.use_fp4_indexer_cache=True",
         "--moe-backend",
         "deep_gemm_mega_moe",
         "--speculative-config",

@@ -30,6 +30,7 @@ def test_hardware_json_matches_the_planner() -> None:
     assert doc["profile"]["profile"] == "ds4-single-gpu"
     assert doc["plan"]["concurrent_sessions"] == 1
     assert doc["host"]["gpus"][0]["memory_bytes"] is None
+    assert [e["kind"] for e in doc["engines"]] == ["ds4"]
 
 
 def test_hardware_on_this_machine() -> None:

@@ -5,6 +5,7 @@ No GPU exists here: nvidia-smi output comes from fixture files in nvidia-smi's r
 such) prints them so that query_gpus runs a real process.
 """
 
+import json
 import stat
 from pathlib import Path
 
@@ -100,6 +101,13 @@ def test_query_gpus_no_devices_and_failure(tmp_path: Path) -> None:
         query_gpus(broken)
     assert info.value.code == "hardware.nvidia_smi_failed"
     assert "could not communicate" in str(info.value)
+    hung = fake_nvidia_smi(tmp_path, "exec sleep 30")
+    with pytest.raises(NvidiaSmiFailed) as hung_info:
+        query_gpus(hung, timeout_s=0.5)
+    assert "did not answer" in str(hung_info.value)
+    with pytest.raises(NvidiaSmiFailed) as missing:
+        query_gpus(str(tmp_path / "no-such-nvidia-smi"))
+    assert missing.value.code == "hardware.nvidia_smi_failed"
 
 
 def test_meminfo_and_cpuinfo() -> None:
@@ -237,3 +245,15 @@ def test_bad_session_context_is_refused(context: int) -> None:
     with pytest.raises(CapacityError) as info:
         plan_capacity(h, choose_profile(h), context)
     assert info.value.code == "hardware.bad_session_context"
+
+
+def test_hardware_report_for_the_console() -> None:
+    report = hardware.hardware_report(DATA / "proc-dgx", gpus=gpus("h200x8"))
+    doc = json.loads(json.dumps(report.as_dict(), default=str))
+    assert doc["profile"]["profile"] == "vllm-multi-gpu"
+    assert doc["plan"]["largest_context"] == 1_048_576
+    assert [(e["name"], e["base_url"]) for e in doc["engines"]] == [
+        ("vllm-0", "http://127.0.0.1:8100"),
+        ("vllm-1", "http://127.0.0.1:8101"),
+    ]
+    assert hardware.cached_report() is hardware.cached_report()  # this machine, detected once

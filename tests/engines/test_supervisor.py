@@ -4,6 +4,7 @@ HTTP surface; the real vLLM CPU engine is exercised in test_vllm_engine.py)."""
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -184,3 +185,39 @@ def test_refusals_have_stable_codes(tmp_path: Path, site: Path) -> None:
         with pytest.raises(EngineAlreadyManaged) as twice:
             sup.start(ln)
         assert twice.value.code == "engine.already_managed"
+
+
+def test_exiting_interpreter_takes_the_engine_group_with_it(tmp_path: Path) -> None:
+    """Like vLLM's engine core, a grandchild outlives its parent; the supervisor's atexit kills the group."""
+    family = (
+        "import subprocess, sys, time; g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
+        "print('grand' + 'child', g.pid, flush=True); time.sleep(600)"
+    )
+    script = f"""
+import sys, time
+from pathlib import Path
+from appliance.engines import EngineKind, EngineLaunch, HealthProbe, PriorityCapability, Supervisor
+launch = EngineLaunch(name="family", kind=EngineKind.VLLM_CPU, argv=(sys.executable, "-c", {family!r}), env={{}},
+                      base_url="http://127.0.0.1:9", health=HealthProbe("/health"), metrics_path=None,
+                      served_model_name="m", priority=PriorityCapability.NONE, max_context=1)
+sup = Supervisor(Path({str(tmp_path / "logs")!r}))
+sup.start(launch)
+log = Path({str(tmp_path / "logs" / "family.log")!r})
+while not log.exists() or "grandchild" not in log.read_text():
+    time.sleep(0.05)
+print(sup.status("family").pid, flush=True)
+"""  # exits without stopping the supervisor
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    child = int(result.stdout.split()[-1])
+    grandchild = int((tmp_path / "logs" / "family.log").read_text().split("grandchild ")[1].split()[0])
+    for pid in (child, grandchild):
+        wait_for(lambda pid=pid: not _alive(pid), f"process {pid} to be gone")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[1][0] != "Z"  # a zombie is dead, just not reaped by its parent
+    except FileNotFoundError:
+        return False

@@ -3,13 +3,23 @@
 The kill -9 test restarts the shared engine (about a minute on 2 cores); it comes last in this file.
 """
 
+import asyncio
 import os
 import signal
 
 import httpx
 import pytest
 
-from appliance.engines import EngineState, PriorityCapability, probe, scrape_load
+from appliance.engines import (
+    EngineLoad,
+    EngineState,
+    PriorityCapability,
+    ProbeResult,
+    aprobe,
+    ascrape_load,
+    probe,
+    scrape_load,
+)
 from tests.fixtures.engine import RunningEngine
 
 pytestmark = pytest.mark.engine
@@ -86,6 +96,17 @@ def test_metrics_report_load(vllm_engine: RunningEngine) -> None:
     assert load.waiting is not None
     assert load.kv_cache_usage is not None
     assert 0.0 <= load.kv_cache_usage <= 1.0
+
+
+def test_async_probe_and_load(vllm_engine: RunningEngine) -> None:
+    async def go() -> tuple[ProbeResult, EngineLoad | None]:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            return await aprobe(vllm_engine.launch, client), await ascrape_load(vllm_engine.launch, client)
+
+    result, load = asyncio.run(go())
+    assert result.ok, result.detail
+    assert load is not None
+    assert load.running is not None
 
 
 def test_kill9_engine_is_restarted_and_serves_again(vllm_engine: RunningEngine) -> None:

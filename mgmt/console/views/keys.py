@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import date, datetime, time
 
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -10,12 +10,16 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
-from mgmt.accounts.access import ALL_ROLES, access_api_key, require_role
+from mgmt.accounts.access import ALL_ROLES, access_api_key, access_user, require_role
 from mgmt.accounts.errors import AccountError
 from mgmt.accounts.models import ApiKey, Role, User
 from mgmt.accounts.services import do_create_api_key, do_revoke_api_key
 
 from ..forms import ApiKeyForm
+
+
+def _end_of_day(day: date | None) -> datetime | None:
+    return timezone.make_aware(datetime.combine(day, time.max)) if day is not None else None
 
 
 def _visible_keys(user: User) -> QuerySet[ApiKey]:
@@ -67,3 +71,32 @@ def api_key_revoke(request: HttpRequest, key_id: int) -> HttpResponse:
     except AccountError as exc:
         return render(request, "console/error.html", {"error_code": exc.code, "error": exc.message}, status=400)
     return redirect("console:api_keys")
+
+
+@require_role(Role.APPLIANCE_ADMIN, Role.DEPARTMENT_ADMIN)
+@require_POST
+def user_key_create(request: HttpRequest, user_id: int) -> HttpResponse:
+    """An admin issues a key for someone else (bound to that person and their department), shown once."""
+    target = access_user(request, user_id)
+    form = ApiKeyForm(request.POST)
+    if not form.is_valid():
+        return render(
+            request,
+            "console/error.html",
+            {
+                "error_code": "form.invalid",
+                "error": "Give the key a name (and, if you want one, an expiry date in the future).",
+            },
+            status=400,
+        )
+    try:
+        issued = do_create_api_key(
+            target,
+            name=form.cleaned_data["name"],
+            expires_at=_end_of_day(form.cleaned_data["expires_on"]),
+            actor=request.user,
+            request=request,
+        )  # type: ignore[arg-type]
+    except AccountError as exc:
+        return render(request, "console/error.html", {"error_code": exc.code, "error": exc.message}, status=400)
+    return render(request, "console/key_created.html", {"issued": issued})

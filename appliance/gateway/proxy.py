@@ -1,0 +1,258 @@
+"""Forwarding one request to a deployment: unary or streamed (SSE passed through event by event).
+
+Failures before the first byte reaches the client raise BeforeFirstByte, and the caller tries the next
+deployment; after that, the client gets a terminating error event. The audit event that makes a stream
+durable is committed before its first byte is sent; the closing `data: [DONE]` waits for the final one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from .errors import GatewayError, error_body
+
+__all__ = ["BeforeFirstByte", "Call", "forward_stream", "forward_unary"]
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+JSON_HEADERS = [(b"content-type", b"application/json")]
+UPSTREAM_HEADERS = {"Content-Type": "application/json"}
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+DONE = b"data: [DONE]"
+# How vLLM, llama.cpp and ds4 word "the input does not fit the context".
+_CONTEXT_MARKERS = (
+    "maximum context length",
+    "context length",
+    "maximum model length",
+    "max_model_len",
+    "context_length_exceeded",
+    "exceeds the available context",
+    "context size",
+)
+
+
+class BeforeFirstByte(Exception):
+    """The deployment failed before anything was sent to the client: the next one may be tried."""
+
+    def __init__(self, error: GatewayError, *, connect_failed: bool = False) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.connect_failed = connect_failed
+
+
+@dataclass(slots=True)
+class Call:
+    """What the audit event and the metrics say about one request."""
+
+    endpoint: str
+    ip: str
+    started: float
+    stream: bool = False
+    alias: str = ""
+    deployment: str = ""
+    attempts: list[str] = field(default_factory=list)
+    status: int = 0
+    code: str = ""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    first_byte_ms: float | None = None
+    response_started: bool = False
+
+
+def _upstream_error(status: int, content: bytes) -> GatewayError | BeforeFirstByte:
+    """Map an engine's non-200 answer: 5xx may be retried elsewhere, 4xx is the client's to fix."""
+    message = ""
+    try:
+        parsed = json.loads(content)
+        err = parsed.get("error", parsed) if isinstance(parsed, dict) else {}
+        message = str(err.get("message", "") if isinstance(err, dict) else err)
+    except (ValueError, UnicodeDecodeError):
+        pass
+    if status >= 500 or status in (408, 429):
+        return BeforeFirstByte(GatewayError(502, "upstream_error", f"The engine failed ({status}); try again shortly."))
+    lowered = message.lower()
+    if any(marker in lowered for marker in _CONTEXT_MARKERS):
+        return GatewayError(400, "context_length_exceeded", message or "The input is longer than the model allows.")
+    return GatewayError(400, "upstream_rejected", message or f"The engine refused the request ({status}).")
+
+
+def _usage(call: Call, usage: Any) -> None:
+    if isinstance(usage, dict):
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        call.prompt_tokens = prompt if isinstance(prompt, int) else None
+        call.completion_tokens = completion if isinstance(completion, int) else None
+
+
+def _transport_failure(exc: BaseException) -> BeforeFirstByte:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return BeforeFirstByte(
+            GatewayError(503, "upstream_unavailable", "The engine is not reachable; try again shortly."),
+            connect_failed=True,
+        )
+    if isinstance(exc, TimeoutError):
+        return BeforeFirstByte(GatewayError(504, "upstream_timeout", "The engine did not answer in time."))
+    return BeforeFirstByte(GatewayError(502, "upstream_failed", "The engine closed the connection."))
+
+
+# What a failing engine connection raises: aiohttp's errors and timeouts.
+TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError)
+
+
+async def forward_unary(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    call: Call,
+    send: Send,
+    audit: Callable[[Call], Awaitable[None]],
+) -> None:
+    try:
+        async with session.post(url, data=body, headers=UPSTREAM_HEADERS) as response:
+            status = response.status
+            content = await response.read()
+    except TRANSPORT_ERRORS as exc:
+        raise _transport_failure(exc) from None
+    if status != 200:
+        raise _upstream_error(status, content)
+    try:
+        parsed = json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        parsed = None
+    if not isinstance(parsed, dict) or "object" not in parsed:
+        raise BeforeFirstByte(
+            GatewayError(502, "upstream_invalid_response", "The engine sent an answer that is not OpenAI JSON.")
+        )
+    _usage(call, parsed.get("usage"))
+    call.status, call.code = 200, ""
+    await audit(call)  # raises GatewayError(audit_unavailable): the caller answers 503 instead
+    call.response_started = True
+    headers = [*JSON_HEADERS, (b"content-length", str(len(content)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
+
+
+def _looks_like_sse(chunk: bytes) -> bool:
+    head = chunk.lstrip()[:6]
+    return head.startswith((b"data:", b":", b"event:", b"id:"))
+
+
+async def forward_stream(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    call: Call,
+    send: Send,
+    audit_open: Callable[[Call], Awaitable[None]],
+    audit: Callable[[Call], Awaitable[None]],
+    wants_usage: bool,
+    clock: Callable[[], float],
+) -> None:
+    try:
+        response = await session.post(url, data=body, headers=UPSTREAM_HEADERS)
+    except TRANSPORT_ERRORS as exc:
+        raise _transport_failure(exc) from None
+    try:
+        if response.status != 200:
+            try:
+                content = await response.read()
+            except TRANSPORT_ERRORS as exc:
+                raise _transport_failure(exc) from None
+            raise _upstream_error(response.status, content)
+        chunks = response.content.iter_any()
+        # The open event is committed while the engine works on the first token.
+        opened = asyncio.ensure_future(audit_open(call))
+        try:
+            first = await anext(chunks)
+        except (*TRANSPORT_ERRORS, StopAsyncIteration) as exc:
+            await asyncio.gather(opened, return_exceptions=True)
+            if not isinstance(exc, StopAsyncIteration):
+                raise _transport_failure(exc) from None
+            raise BeforeFirstByte(
+                GatewayError(502, "upstream_invalid_response", "The engine closed the stream without data.")
+            ) from None
+        if not _looks_like_sse(first):
+            await asyncio.gather(opened, return_exceptions=True)
+            raise BeforeFirstByte(
+                GatewayError(502, "upstream_invalid_response", "The engine sent a stream that is not SSE.")
+            )
+        await opened  # GatewayError(audit_unavailable) propagates: nothing has been sent yet
+        call.response_started = True
+        call.first_byte_ms = (clock() - call.started) * 1000
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        finished = await _pump(first, chunks, call, send, wants_usage)
+    finally:
+        # Not read to the end (client gone, engine died): the connection is closed, which makes the
+        # engine abort the request; read to the end: it goes back to the pool.
+        if response.content.at_eof():
+            response.release()
+        else:
+            response.close()
+    if finished:
+        call.status, call.code = 200, ""
+    tail: bytes
+    try:
+        await audit(call)
+        tail = DONE + b"\n\n" if finished else _error_event(call)
+    except GatewayError:
+        call.status, call.code = 503, "audit_unavailable"
+        tail = (
+            b"data: "
+            + error_body(
+                "The audit trail is unavailable; this answer could not be recorded.",
+                "server_error",
+                "audit_unavailable",
+            )
+            + b"\n\n"
+        )
+    await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+def _error_event(call: Call) -> bytes:
+    return (
+        b"data: "
+        + error_body("The engine stopped in the middle of the answer; ask again.", "server_error", call.code)
+        + b"\n\n"
+    )
+
+
+async def _pump(first: bytes, chunks: Any, call: Call, send: Send, wants_usage: bool) -> bool:
+    """Pass events through as they complete; hold back [DONE]. True if the engine finished the stream."""
+    buffer = first
+    finished = False
+    while True:
+        out: list[bytes] = []
+        while True:
+            end = buffer.find(b"\n\n")
+            if end < 0:
+                break
+            event, buffer = buffer[:end], buffer[end + 2 :]
+            if event.startswith(DONE):
+                finished = True
+                continue
+            if b'"usage":{' in event or b'"usage": {' in event:
+                try:
+                    parsed = json.loads(event[5:] if event.startswith(b"data:") else event)
+                    _usage(call, parsed.get("usage"))
+                    if not wants_usage and not parsed.get("choices"):
+                        continue  # the client did not ask for the usage-only event
+                except (ValueError, AttributeError):
+                    pass
+            out.append(event + b"\n\n")
+        if out:
+            await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+        if finished:
+            return True
+        try:
+            buffer += await anext(chunks)
+        except (*TRANSPORT_ERRORS, StopAsyncIteration):
+            call.status, call.code = 502, "upstream_interrupted"
+            return False

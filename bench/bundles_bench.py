@@ -1,0 +1,225 @@
+"""`make bench-bundles`: bundle import against `cp`, deep verification against `sha256sum`, and peak
+memory at two payload sizes. Writes bench-results/bundles.json and prints a short table.
+
+Page cache: by default every timed run (ours and the reference) starts from a WARM cache (the source
+files are read once right before it), because dropping caches disturbs other work on a shared machine.
+Warm reads make CPU and memory copies, not the stick, the limit, so the import/cp ratio is an upper
+bound of what a real USB stick (100-400 MB/s) would show. BUNDLES_BENCH_CACHE=cold instead drops the
+page cache (root: `sync; echo 3 > /proc/sys/vm/drop_caches`) before every timed run, both sides alike.
+Both sides write to the same disk and end durable
+(ours fsyncs each object; `cp` is followed by `sync -f`). Runs alternate ours/reference; medians.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from appliance.bundles import vendor
+from appliance.bundles.layout import ReleaseInfo
+from appliance.bundles.manager import UpdateConfig, UpdateManager
+from appliance.bundles.staging import check_targets
+from appliance.bundles.verify import ApplianceIdentity
+
+GIB = 1 << 30
+REPO = Path(__file__).resolve().parents[1]
+SIZES = [int(s) for s in os.environ.get("BUNDLES_BENCH_GIB", "1,8").split(",")]
+RUNS = int(os.environ.get("BUNDLES_BENCH_RUNS", "3"))
+WORK = Path(os.environ.get("BUNDLES_BENCH_DIR", REPO / "build" / "bench-bundles"))
+CACHE = os.environ.get("BUNDLES_BENCH_CACHE", "warm")
+IDENTITY = ApplianceIdentity("enclave", "stable", "cpu-dev")
+
+
+def vendor_kit(base: Path) -> Path:
+    keys = base / "keys"
+    for name in ("root-1", "root-2", "root-3", "targets-1", "targets-2", "targets-3", "release"):
+        vendor.generate_key(keys, name)
+    pub = {p.name.split(".")[0]: vendor.load_public_key(p) for p in keys.glob("*.pub.json")}
+    root = vendor.make_root(
+        root_keys=[pub[f"root-{i}"] for i in (1, 2, 3)],
+        targets_keys=[pub[f"targets-{i}"] for i in (1, 2, 3)],
+        release_key=pub["release"],
+        root_signers=[vendor.load_signer(keys / "root-1.key"), vendor.load_signer(keys / "root-2.key")],
+    )
+    vendor.write_metadata(base / "roots" / "1.root.json", root)
+    return keys
+
+
+def make_payload(source: Path, gib: int) -> None:
+    """Model shards of at most 1 GiB, filled from a random block (no two shards alike)."""
+    shard = min(GIB, gib * GIB // 4)
+    count = gib * GIB // shard
+    block = bytearray(os.urandom(64 << 20))
+    for index in range(count):
+        path = source / "models" / "bench" / f"model-{index + 1:05d}-of-{count:05d}.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as handle:
+            written = 0
+            while written < shard:
+                block[:8] = (index * 1_000_003 + written).to_bytes(8, "little")
+                handle.write(block[: min(len(block), shard - written)])
+                written += len(block)
+    (source / "policies").mkdir()
+    (source / "policies" / "retention.yaml").write_text("content_retention: off\n")
+
+
+def build(base: Path, keys: Path, gib: int) -> Path:
+    source = base / f"src-{gib}g"
+    make_payload(source, gib)
+    release = ReleaseInfo("enclave", f"bench{gib}g", 1, "stable", ("cpu-dev",), datetime.now(UTC))
+    bundle = vendor.build_bundle(source, base / f"stick-{gib}g", release=release, roots_dir=base / "roots", link=True)
+    vendor.sign_bundle(
+        bundle,
+        targets_signers=[
+            vendor.load_signer(keys / "targets-1.key"),
+            vendor.load_signer(keys / "targets-2.key"),
+        ],
+        release_signer=vendor.load_signer(keys / "release.key"),
+    )
+    return bundle
+
+
+def warm(paths: list[Path]) -> None:
+    """Prepare the page cache for a timed run: read the files (warm) or drop every cached page (cold)."""
+    if CACHE == "cold":
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return
+    for path in paths:
+        with path.open("rb") as handle:
+            while handle.read(16 << 20):
+                pass
+
+
+def run_import(bundle: Path, state: Path, root: Path) -> tuple[float, int]:
+    """The real `enclavectl bundle import` in a child; returns (wall seconds, peak RSS in KiB)."""
+    shutil.rmtree(state, ignore_errors=True)
+    env = {**os.environ, "ENCLAVE_STATE_DIR": str(state), "ENCLAVE_BUNDLE_TRUST_ROOT": str(root)}
+    rss_file = state.parent / "import-rss.txt"
+    # GNU time measures the child from its own small fork: ru_maxrss of a child forked from this (large)
+    # process would include the parent's pages it carried until exec.
+    command = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file), sys.executable, "-m", "appliance.cli"]
+    started = time.perf_counter()
+    subprocess.run(
+        [*command, "bundle", "import", "--no-audit", "--json", str(bundle)],
+        env=env,
+        cwd=REPO,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    elapsed = time.perf_counter() - started
+    return elapsed, int(rss_file.read_text().split()[-1])
+
+
+def run_cp(bundle: Path, dest: Path) -> float:
+    shutil.rmtree(dest, ignore_errors=True)
+    started = time.perf_counter()
+    subprocess.run(["cp", "-r", str(bundle / "targets"), str(dest)], check=True)
+    subprocess.run(["sync", "-f", str(dest)], check=True)
+    return time.perf_counter() - started
+
+
+def run_sha256sum(files: list[Path]) -> float:
+    started = time.perf_counter()
+    subprocess.run(["sha256sum", *map(str, files)], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def run_deep_verify(bundle: Path, root: Path, state: Path) -> float:
+    manager = UpdateManager(UpdateConfig(state, root, IDENTITY))
+    verified = manager.verify(bundle)
+    started = time.perf_counter()
+    check_targets(verified.bundle_dir, verified.targets)
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    if CACHE not in ("warm", "cold"):
+        raise SystemExit("BUNDLES_BENCH_CACHE must be warm or cold")
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    keys = vendor_kit(WORK)
+    root = WORK / "roots" / "1.root.json"
+    results: dict[str, dict[str, float]] = {}
+    try:
+        for gib in SIZES:
+            bundle = build(WORK, keys, gib)
+            shutil.rmtree(WORK / f"src-{gib}g")  # the stick's hard links keep the data
+            files = sorted(p for p in (bundle / "targets").rglob("*") if p.is_file())
+            size = sum(p.stat().st_size for p in files)
+            runs = RUNS if gib == min(SIZES) else 1
+            imports, copies, rss, ours_v, ref_v = [], [], [], [], []
+            for _ in range(runs):
+                warm(files)
+                wall, peak = run_import(bundle, WORK / "state", root)
+                imports.append(wall)
+                rss.append(peak)
+                shutil.rmtree(WORK / "state")
+                warm(files)
+                copies.append(run_cp(bundle, WORK / "cp-dest"))
+                shutil.rmtree(WORK / "cp-dest")
+                warm(files)
+                ours_v.append(run_deep_verify(bundle, root, WORK / "state-v"))
+                warm(files)
+                ref_v.append(run_sha256sum(files))
+            results[f"{gib}g"] = {
+                "bytes": size,
+                "runs": runs,
+                "import_s": statistics.median(imports),
+                "cp_s": statistics.median(copies),
+                "verify_s": statistics.median(ours_v),
+                "sha256sum_s": statistics.median(ref_v),
+                "import_peak_rss_kib": max(rss),
+            }
+            shutil.rmtree(bundle.parent)
+    finally:
+        shutil.rmtree(WORK, ignore_errors=True)
+
+    small, large = f"{min(SIZES)}g", f"{max(SIZES)}g"
+    s = results[small]
+    summary = {
+        "import_time_ratio_vs_cp": round(s["import_s"] / s["cp_s"], 3),
+        "verify_throughput_ratio_vs_sha256sum": round(s["sha256sum_s"] / s["verify_s"], 3),
+        "peak_rss_ratio_8g_vs_1g": round(results[large]["import_peak_rss_kib"] / s["import_peak_rss_kib"], 3),
+        "reference": {
+            "import": "cp -r targets/ DEST && sync -f DEST, same source, same disk, same run",
+            "verify": "sha256sum over the same files, same run",
+            "page_cache": f"{CACHE} for both sides before every timed run",
+        },
+        "sizes": results,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "when": datetime.now(UTC).isoformat(),
+        },
+    }
+    out = REPO / "bench-results" / "bundles.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+
+    head = ("payload", "import s", "cp s", "ratio", "verify MB/s", "sha256sum MB/s", "peak RSS MiB")
+    print("\n{:>8} {:>9} {:>7} {:>6} {:>12} {:>15} {:>13}".format(*head))
+    for name, r in results.items():
+        print(
+            f"{name:>8} {r['import_s']:9.2f} {r['cp_s']:7.2f} {r['import_s'] / r['cp_s']:6.2f} "
+            f"{r['bytes'] / r['verify_s'] / 1e6:12.0f} {r['bytes'] / r['sha256sum_s'] / 1e6:15.0f} "
+            f"{r['import_peak_rss_kib'] / 1024:13.1f}"
+        )
+    print(
+        f"import/cp {summary['import_time_ratio_vs_cp']}x (goal <= 1.10), verify/sha256sum throughput "
+        f"{summary['verify_throughput_ratio_vs_sha256sum']}x, peak RSS {large}/{small} "
+        f"{summary['peak_rss_ratio_8g_vs_1g']}x (goal within 10%) -> {out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

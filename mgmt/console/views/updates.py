@@ -1,0 +1,84 @@
+"""Updates: bundles found on the attached media (verified before anything is copied), import with
+progress (htmx polling), activate, rollback, history. Appliance admins only."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from appliance.bundles.errors import BundleError
+from mgmt.accounts.access import require_role
+from mgmt.accounts.models import Role
+from mgmt.updates.config import update_manager
+from mgmt.updates.discovery import discover
+from mgmt.updates.models import ImportJob
+from mgmt.updates.services import do_request_activate, do_request_import, do_request_rollback
+
+
+def _context() -> dict[str, object]:
+    state = update_manager().read_state()
+    return {
+        "state": state,
+        "bundles": discover(),
+        "jobs": ImportJob.objects.select_related("requested_by")[:20],
+        "active_job": ImportJob.objects.filter(active=True).first(),
+    }
+
+
+def _refused(request: HttpRequest, error: BundleError) -> HttpResponse:
+    status = 400 if error.code == "bundle.not_a_bundle" else 409
+    context = {**_context(), "error_code": error.code, "error": f"{error.message}. {error.hint}".strip()}
+    return render(request, "console/updates.html", context, status=status)
+
+
+@require_role(Role.APPLIANCE_ADMIN)
+@require_GET
+def updates(request: HttpRequest) -> HttpResponse:
+    return render(request, "console/updates.html", _context())
+
+
+@require_role(Role.APPLIANCE_ADMIN)
+@require_POST
+def update_import(request: HttpRequest) -> HttpResponse:
+    try:
+        do_request_import(request.POST.get("bundle", ""), actor=request.user, request=request)
+    except BundleError as error:
+        return _refused(request, error)
+    return redirect("console:updates")
+
+
+@require_role(Role.APPLIANCE_ADMIN)
+@require_POST
+def update_activate(request: HttpRequest) -> HttpResponse:
+    try:
+        do_request_activate(actor=request.user, request=request)
+    except BundleError as error:
+        return _refused(request, error)
+    return redirect("console:updates")
+
+
+@require_role(Role.APPLIANCE_ADMIN)
+@require_POST
+def update_rollback(request: HttpRequest) -> HttpResponse:
+    try:
+        do_request_rollback(actor=request.user, request=request)
+    except BundleError as error:
+        return _refused(request, error)
+    return redirect("console:updates")
+
+
+@require_role(Role.APPLIANCE_ADMIN)
+@require_GET
+def update_progress(request: HttpRequest) -> HttpResponse:
+    """The htmx fragment polled while a job runs (`?job=ID`); it stops polling once the job ends."""
+    job_id = request.GET.get("job", "")
+    job = ImportJob.objects.filter(pk=int(job_id)).first() if job_id.isdigit() else None
+    if job is None:
+        return render(
+            request,
+            "console/error.html",
+            {"error_code": "updates.no_such_job", "error": "There is no such update job."},
+            status=404,
+        )
+    return render(request, "console/updates_job.html", {"job": job})

@@ -1,0 +1,50 @@
+"""The health gate run after the pointer flip: every pointer resolves, every configured engine answers
+/health and a one-token smoke chat completion. A failure rolls the appliance back to N-1."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+from django.conf import settings
+
+from appliance.bundles.errors import HealthCheckFailed
+
+__all__ = ["engine_health_gate"]
+
+
+def _wait_healthy(client: httpx.Client, base: str, deadline: float) -> None:
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            response = client.get(f"{base}/health")
+            if response.status_code == 200:
+                return
+            last = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            last = type(exc).__name__
+        time.sleep(1.0)
+    raise HealthCheckFailed(f"engine {base} did not become healthy ({last})")
+
+
+def _smoke(client: httpx.Client, base: str) -> None:
+    try:
+        models = client.get(f"{base}/v1/models").json()["data"]
+        body = {"model": models[0]["id"], "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+        answer = client.post(f"{base}/v1/chat/completions", json=body)
+        if answer.status_code != 200 or not answer.json().get("choices"):
+            raise HealthCheckFailed(f"engine {base} smoke inference failed: HTTP {answer.status_code}")
+    except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
+        raise HealthCheckFailed(f"engine {base} smoke inference failed: {exc}") from exc
+
+
+def engine_health_gate(pointers: Path) -> None:
+    for link in sorted(pointers.iterdir()):
+        if not link.resolve().is_dir():
+            raise HealthCheckFailed(f"{link.name} points at a directory that does not exist")
+    deadline = time.monotonic() + settings.UPDATES_HEALTH_TIMEOUT_SECONDS
+    with httpx.Client(timeout=10.0) as client:
+        for base in settings.UPDATES_SMOKE_ENDPOINTS:
+            _wait_healthy(client, base.rstrip("/"), deadline)
+            _smoke(client, base.rstrip("/"))

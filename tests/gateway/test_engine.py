@@ -1,0 +1,105 @@
+"""The gateway in front of the real vLLM CPU engine (tiny fixture model, under the real Supervisor)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import openai
+import pytest
+
+from mgmt.audit.models import AuditEvent
+from mgmt.routing.models import EngineKind
+from mgmt.routing.services import TargetSpec, do_create_deployment, do_create_model, do_set_route
+from tests.fixtures.processes import wait_for
+
+pytestmark = pytest.mark.engine
+
+
+def _last() -> AuditEvent:
+    return AuditEvent.objects.filter(action="gateway.request").order_by("-id").first()
+
+
+@pytest.fixture
+def engine_route(world, vllm_engine):
+    model = do_create_model("fixture", served_name=vllm_engine.model, actor=None)
+    deployment = do_create_deployment(
+        "vllm-cpu-1",
+        model=model,
+        kind=EngineKind.VLLM_CPU,
+        endpoint=vllm_engine.base_url,
+        max_context=2048,
+        max_concurrency=4,
+        actor=None,
+    )
+    do_set_route(world.emergency, "default", [TargetSpec(deployment)], actor=None)
+    return deployment
+
+
+def test_openai_client_through_the_gateway_to_vllm(world, vllm_engine, engine_route, gateway):
+    api = openai.OpenAI(base_url=f"{gateway().url}/v1", api_key=world.nurse_key, max_retries=0, timeout=120)
+    assert [m.id for m in api.models.list().data] == ["default"]
+    hi = [{"role": "user", "content": "Hello"}]
+
+    reply = api.chat.completions.create(model="default", messages=hi, max_tokens=8)
+    assert isinstance(reply.choices[0].message.content, str)
+    assert reply.usage.completion_tokens == _last().data["completion_tokens"]
+    assert 0 < reply.usage.completion_tokens <= 8
+
+    chunks = list(
+        api.chat.completions.create(
+            model="default", messages=hi, max_tokens=8, stream=True, extra_body={"ignore_eos": True}
+        )
+    )
+    # The fixture model's random weights may emit tokens that decode to no text, so count events, not text.
+    assert len(chunks) >= 2
+    assert _last().data["completion_tokens"] == 8
+
+    text = api.completions.create(model="default", prompt="Once", max_tokens=4)
+    assert text.usage.completion_tokens <= 4
+
+    # 4xx: a prompt longer than the engine's context; vLLM refuses it, the gateway names it.
+    with pytest.raises(openai.BadRequestError) as too_long:
+        api.chat.completions.create(model="default", messages=[{"role": "user", "content": "word " * 3000}])
+    assert too_long.value.code == "context_length_exceeded"
+    assert _last().data["code"] == "context_length_exceeded"
+
+
+def test_engine_killed_mid_stream_then_restarted(world, vllm_engine, engine_route, gateway):
+    api = openai.OpenAI(base_url=f"{gateway().url}/v1", api_key=world.nurse_key, max_retries=0, timeout=120)
+    hi = [{"role": "user", "content": "Tell me everything"}]
+    supervisor, name = vllm_engine.supervisor, vllm_engine.name
+    starts = supervisor.status(name).starts
+    stream = api.chat.completions.create(
+        model="default", messages=hi, max_tokens=1900, stream=True, extra_body={"ignore_eos": True}
+    )
+    received = 0
+
+    def read_then_kill() -> None:
+        nonlocal received
+        for chunk in stream:
+            received += len(chunk.choices)
+            if received == 2:
+                os.kill(supervisor.status(name).pid, signal.SIGKILL)
+
+    with pytest.raises(openai.APIError) as stopped:
+        read_then_kill()
+    assert "stopped in the middle" in str(stopped.value)
+    event = _last()
+    assert (event.outcome, event.data["code"]) == ("error", "upstream_interrupted")
+
+    # 5xx while it is down: nothing listens, the gateway says so.
+    with pytest.raises(openai.InternalServerError) as down:
+        api.chat.completions.create(model="default", messages=hi, max_tokens=4)
+    assert down.value.code in ("upstream_unavailable", "upstream_failed")
+
+    supervisor.wait_ready(name, timeout=600, min_starts=starts + 1)
+
+    def answers() -> bool:
+        try:
+            return bool(api.chat.completions.create(model="default", messages=hi, max_tokens=4).choices)
+        except openai.InternalServerError:
+            return False  # the gateway's passive health still skips it for a few seconds
+
+    wait_for(answers, timeout=30, what="a completion after the restart")
+    assert _last().outcome == "ok"
