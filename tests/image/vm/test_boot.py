@@ -95,6 +95,27 @@ def test_the_first_admin_logs_in_with_the_one_time_password(machine: vm.VM) -> N
     assert headers["Location"] != "/login/"
 
 
+def test_the_gateway_answers_behind_nginx_and_wants_a_key(machine: vm.VM) -> None:
+    """appliance.gateway.asgi:app under gunicorn's ASGI worker, reached at /v1/ through nginx."""
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    status, body = 0, b""
+    while time.monotonic() < deadline:
+        try:
+            status, _, body, _ = machine.https_request("GET", "/v1/models", timeout=120)
+        except (TimeoutError, OSError, http.client.HTTPException):
+            continue
+        if status not in (502, 503, 504):
+            break
+        time.sleep(2)
+    assert status == 401, body[:300]
+    assert b"missing_api_key" in body
+    status, _, body, _ = machine.https_request(
+        "GET", "/v1/models", headers={"Authorization": "Bearer enc_nosuchkey_secret"}, timeout=120
+    )
+    assert status == 401
+    assert b"invalid_api_key" in body
+
+
 def test_the_signed_fixture_weights_were_verified_at_boot(machine: vm.VM) -> None:
     machine.wait_for_console("enclave-model-verify: 1 active model(s) verified", timeout=BOOT_TIMEOUT)
     assert "enclave-model-verify: enclave-fixture/1 OK (2 files)" in machine.console_text()
