@@ -56,7 +56,10 @@
         while ((newline = buffered.indexOf("\n")) >= 0) {
           const event = JSON.parse(buffered.slice(0, newline));
           buffered = buffered.slice(newline + 1);
-          if (event.delta) answer.textContent += event.delta;
+          if (event.delta) {
+            answer.textContent += event.delta;
+            answer.dataset.chunks = String(Number(answer.dataset.chunks || 0) + 1);
+          }
           if (event.error) fail(event.error.code, event.error.message);
           if (event.done) answer.dataset.done = "true";
         }
