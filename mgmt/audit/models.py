@@ -34,6 +34,11 @@ class AuditEvent(models.Model):
     class Meta:
         db_table = "audit_event"
         ordering = ["-id"]
+        indexes = [
+            # Auditors filter by department and action (or an action prefix) together.
+            models.Index(fields=["department", "action"], name="audit_event_dept_action"),
+            models.Index(fields=["actor", "action"], name="audit_event_actor_action"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.id} {self.action} by {self.actor or 'system'} ({self.outcome})"

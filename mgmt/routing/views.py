@@ -6,6 +6,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from appliance.hardware import cached_report
 from mgmt.accounts.access import require_role
 from mgmt.accounts.models import Department, Role
 
@@ -30,6 +31,7 @@ def _page(request: HttpRequest, error: RoutingError | None = None) -> HttpRespon
         "departments": Department.objects.all(),
         "kinds": EngineKind.choices,
         "thinking_modes": Thinking.choices,
+        "hardware": cached_report(),
     }
     if error is not None:
         context.update(error=error.message, error_code=error.code)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -231,3 +232,17 @@ def test_admin_issues_a_key_for_a_staff_member_shown_once(personas):
     refused = client.post(f"/users/{personas.other_staff.pk}/keys/", {"name": "x"})
     assert refused.status_code == 403 and _error_code(refused) == "access.user"
     assert not ApiKey.objects.filter(user=personas.other_staff).exists()
+
+
+def test_audit_search_filters_by_action_prefix_and_department(personas):
+    from mgmt.audit.services import record_event
+
+    for action in ("auth.login", "auth.logout", "authz.grant", "apikey.create"):
+        record_event(action, actor_label="x", department="Radiology")
+    record_event("auth.login", actor_label="y", department="Litigation")
+    client = verified_client(personas.auditor)
+    page = client.get("/audit/", {"action": "auth.*", "department": "Radiology"}).content.decode()
+    shown = re.findall(r"<td>(auth[\w.]*|apikey[\w.]*)</td>", page)
+    assert sorted(shown) == ["auth.login", "auth.logout"]
+    bad = client.get("/audit/", {"since": "yesterday"})
+    assert bad.status_code == 400 and _error_code(bad) == "form.invalid"

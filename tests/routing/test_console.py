@@ -74,3 +74,13 @@ def test_usage_charts_count_gateway_requests_per_department(personas):
     assert "requests/hour · total 3" in page
     assert "tokens/hour · total 63" in page
     assert 'data-department="Litigation" data-metric="requests"' in page
+
+
+def test_engines_page_shows_this_machines_capacity_plan(personas):
+    from appliance.hardware import cached_report
+
+    plan = cached_report().plan
+    page = verified_client(personas.admin).get("/routing/").content.decode()
+    assert f'data-capacity="largest_context">{plan.largest_context}<' in page
+    assert f'data-capacity="concurrent_sessions">{plan.concurrent_sessions}<' in page
+    assert cached_report().choice.profile in page

@@ -28,7 +28,14 @@ def _filtered(form: AuditFilterForm) -> QuerySet[AuditEvent]:
         events = events.filter(department=data["department"])
     if data.get("action"):
         action = data["action"]
-        events = events.filter(action__startswith=action[:-1]) if action.endswith("*") else events.filter(action=action)
+        if action.endswith("*") and len(action) > 1:
+            prefix = action[:-1]
+            # The range lets PostgreSQL use the (department, action) index; startswith keeps it exact in any
+            # collation.
+            upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+            events = events.filter(action__gte=prefix, action__lt=upper, action__startswith=prefix)
+        else:
+            events = events.filter(action=action)
     if data.get("outcome"):
         events = events.filter(outcome=data["outcome"])
     if data.get("since"):
