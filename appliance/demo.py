@@ -227,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             env={**env, "DEMO_ENGINE_URL": engine.base_url},
             check=True,
         )
+        env["ENCLAVE_GATEWAY_URL"] = f"http://127.0.0.1:{args.gateway_port}"  # the console's chat relay
+        # Threaded workers: a streaming chat answer holds its thread for as long as it runs.
         console = demo.start(
             "console",
             [
@@ -238,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"127.0.0.1:{args.port}",
                 "--workers",
                 "2",
+                "--worker-class",
+                "gthread",
+                "--threads",
+                "8",
                 "--timeout",
                 "120",
             ],
