@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import httpx
-import pytest
 import openai
+import pytest
 from openai import OpenAI
 
 from tests.fixtures.processes import wait_for
