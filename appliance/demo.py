@@ -227,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             env={**env, "DEMO_ENGINE_URL": engine.base_url},
             check=True,
         )
+        env["ENCLAVE_GATEWAY_URL"] = f"http://127.0.0.1:{args.gateway_port}"  # the console's chat relay
+        # Threaded workers: a streaming chat answer holds its thread for as long as it runs.
         console = demo.start(
             "console",
             [
@@ -238,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"127.0.0.1:{args.port}",
                 "--workers",
                 "2",
+                "--worker-class",
+                "gthread",
+                "--threads",
+                "8",
                 "--timeout",
                 "120",
             ],
@@ -282,6 +288,20 @@ def main(argv: list[str] | None = None) -> int:
             f"  Console is up at http://127.0.0.1:{args.port}/ ; waiting for the engine (about a minute)...", flush=True
         )
         supervisor.wait_ready("demo-cpu", timeout=900)
+        # Probe now rather than wait for beat's next round: the deployment may have been marked down while the
+        # engine was still loading.
+        subprocess.run(
+            [
+                python,
+                "manage.py",
+                "shell",
+                "-c",
+                "from mgmt.routing.health import probe_deployments; probe_deployments()",
+            ],
+            cwd=ROOT,
+            env=env,
+            check=True,
+        )
         print("\n  Enclave demo is running.\n")
         print(f"  Console:  http://127.0.0.1:{args.port}/")
         print(f"  API:      http://127.0.0.1:{args.gateway_port}/v1  (OpenAI-compatible; model alias 'default')")

@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "mgmt.console",
     "mgmt.routing",
     "mgmt.updates",
+    "mgmt.chat",
 ]
 
 MIDDLEWARE = [
@@ -194,7 +195,13 @@ CELERY_BEAT_SCHEDULE = {
     "audit-seal": {"task": "audit.seal", "schedule": float(AUDIT_SEAL_INTERVAL_SECONDS)},
     "audit-retention": {"task": "audit.retention", "schedule": 3600.0},
     "routing-probe": {"task": "routing.probe_deployments", "schedule": 10.0},
+    "chat-retention": {"task": "chat.retention", "schedule": 3600.0},
 }
+
+# Staff chat (mgmt.chat): the console relays messages to the gateway with the user's session.
+ENCLAVE_GATEWAY_URL = env_str("ENCLAVE_GATEWAY_URL", "http://127.0.0.1:8001")
+# Cap on answer length sent as max_tokens; 0 leaves it to the engine.
+CHAT_MAX_TOKENS = env_int("ENCLAVE_CHAT_MAX_TOKENS", 0, minimum=0)
 
 LOGGING = {
     "version": 1,

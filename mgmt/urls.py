@@ -2,6 +2,7 @@ from django.urls import include, path
 
 urlpatterns = [
     path("routing/", include("mgmt.routing.urls")),
+    path("chat/", include("mgmt.chat.urls")),
     path("", include("mgmt.console.urls")),
 ]
 

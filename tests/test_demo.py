@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 from openai import OpenAI
 
@@ -80,7 +81,14 @@ def test_demo_serves_the_whole_stack_with_embedded_defaults(tmp_path: Path):
         )
         key = re.search(r"KEY=(\S+)", made.stdout).group(1)
         api = OpenAI(base_url=f"http://127.0.0.1:{gateway_port}/v1", api_key=key, max_retries=0, timeout=120)
-        assert [m.id for m in api.models.list().data] == ["default"]
+
+        def models_listed() -> bool:  # the gateway reloads its snapshot on the probe's pub/sub message
+            try:
+                return [m.id for m in api.models.list().data] == ["default"]
+            except openai.APIStatusError:
+                return False
+
+        wait_for(models_listed, timeout=30, what="the gateway to list the demo's model")
         reply = api.chat.completions.create(
             model="default", max_tokens=8, messages=[{"role": "user", "content": "Hello"}]
         )

@@ -28,10 +28,20 @@ __all__ = [
     "Snapshot",
     "SnapshotKeeper",
     "Target",
+    "invalidation_channel",
     "load_snapshot",
 ]
 
 INVALIDATION_CHANNEL = "enclave:gateway:invalidate"
+
+
+def invalidation_channel(database_url: str) -> str:
+    """The pub/sub channel for one appliance database. Redis pub/sub ignores the DB number, so two appliances
+    (or two test runs) sharing a Redis must not hear each other: the channel is named after the database."""
+    database = database_url.rsplit("/", 1)[-1].split("?", 1)[0]
+    return f"{INVALIDATION_CHANNEL}:{database}"
+
+
 log = logging.getLogger(__name__)
 
 
@@ -218,7 +228,7 @@ class SnapshotKeeper:
             client = aioredis.Redis.from_url(self.redis_url)
             try:
                 async with client.pubsub() as pubsub:
-                    await pubsub.subscribe(INVALIDATION_CHANNEL)
+                    await pubsub.subscribe(invalidation_channel(self.database_url))
                     # Anything may have changed while we were not subscribed.
                     self._wake.set()
                     delay = 0.2

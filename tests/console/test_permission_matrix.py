@@ -45,6 +45,7 @@ def test_every_console_view_declares_its_roles():
 
 
 def _url(route: str, personas) -> str:
+    from mgmt.chat.services import do_create_conversation
     from mgmt.routing.services import TargetSpec, do_create_deployment, do_create_model, do_set_route
 
     key = do_create_api_key(personas.staff, name="matrix", expires_at=None, actor=None).key
@@ -59,6 +60,7 @@ def _url(route: str, personas) -> str:
         "key_id": key.pk,
         "deployment_id": deployment.pk,
         "route_id": route_row.pk,
+        "conversation_id": do_create_conversation(personas.staff, "default").pk,
     }
     return "/" + re.sub(r"<int:(\w+)>", lambda m: str(values[m.group(1)]), route)
 

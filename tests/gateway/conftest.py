@@ -21,7 +21,6 @@ from mgmt.accounts.models import Department, Role, User
 from mgmt.accounts.services import do_create_api_key, do_create_department, do_create_user
 from mgmt.routing.models import Deployment, EngineKind, Task
 from mgmt.routing.services import TargetSpec, do_create_deployment, do_create_model, do_set_route
-from tests.db_flush import _reset_replication_role, committed_db  # noqa: F401
 from tests.fixtures.processes import test_database_url, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,7 +89,7 @@ def _healthy(url: str) -> bool:
 
 
 @pytest.fixture
-def gateway(committed_db: None, tmp_path: Path) -> Iterator[Callable[..., Proc]]:  # noqa: F811
+def gateway(committed_db: None, tmp_path: Path) -> Iterator[Callable[..., Proc]]:
     """Start the gateway under `gunicorn --worker-class asgi` against the test database and Redis DB."""
     started: list[Proc] = []
 
@@ -146,7 +145,7 @@ class World:
 
 
 @pytest.fixture
-def world(committed_db: None) -> World:  # noqa: F811
+def world(committed_db: None) -> World:
     """Two departments (Emergency weight 3, Litigation weight 1), one staff member and one key in each."""
     emergency = do_create_department("Emergency", weight=3, actor=None)
     litigation = do_create_department("Litigation", weight=1, actor=None)

@@ -12,7 +12,7 @@ from django.db import transaction
 from mgmt.accounts.services import do_create_department
 from mgmt.audit.models import AuditEvent
 from mgmt.routing.errors import RoutingError
-from mgmt.routing.invalidation import CHANNEL
+from mgmt.routing.invalidation import channel as invalidation_channel
 from mgmt.routing.models import Route, RouteTarget
 from mgmt.routing.services import (
     TargetSpec,
@@ -42,7 +42,7 @@ def catalog(db):
 def channel():
     client = redis.Redis.from_url(settings.REDIS_URL)
     pubsub = client.pubsub()
-    pubsub.subscribe(CHANNEL)
+    pubsub.subscribe(invalidation_channel())
     assert pubsub.get_message(timeout=5)["type"] == "subscribe"
     yield pubsub
     pubsub.close()
