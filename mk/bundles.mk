@@ -5,9 +5,12 @@ BENCH_TARGETS += bench-bundles
 bench-bundles: venv ## Bundle import vs cp, deep verify vs sha256sum, peak RSS 1 vs 8 GiB (bench-results/bundles.json)
 	$(BIN)/python bench/bundles_bench.py
 
-# DEMO_BUNDLE_MODEL: the fixture model directory (default: build/fixture-model from `make engine`, when it
-# exists), shipped in the bundle as models/<name>/.
-DEMO_BUNDLE_MODEL ?= $(wildcard build/fixture-model)
+# The demo bundle ships an "upgraded" fixture model: same shape, weights from another seed (2026Q4), so its
+# files differ from the model the demo starts with. DEMO_BUNDLE_MODEL overrides the directory.
+DEMO_BUNDLE_MODEL ?= build/fixture-model-2026q4
+build/fixture-model-2026q4/manifest.json: .venv-engine/.stamp appliance/engines/fixture_model.py
+	.venv-engine/bin/python appliance/engines/fixture_model.py --out build/fixture-model-2026q4 --seed 20264
+
 .PHONY: demo-bundle
-demo-bundle: venv ## Build a signed 2026Q4 demo bundle into var/media/ (Updates page of `make demo`)
-	$(BIN)/python -m appliance.bundles.demo_bundle $(if $(DEMO_BUNDLE_MODEL),--model $(DEMO_BUNDLE_MODEL))
+demo-bundle: venv engine build/fixture-model-2026q4/manifest.json ## Signed 2026Q4 demo bundle (upgraded fixture model) into var/media/
+	$(BIN)/python -m appliance.bundles.demo_bundle --model $(DEMO_BUNDLE_MODEL)

@@ -205,11 +205,11 @@ def weight_shapes() -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def weights_file() -> bytes:
+def weights_file(seed: int = SEED) -> bytes:
     import torch
     from safetensors.torch import save
 
-    gen = torch.Generator(device="cpu").manual_seed(SEED)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
     tensors = {}
     for name, shape in weight_shapes().items():  # fixed order: the generator's stream is consumed in it
         if name.endswith("norm.weight"):
@@ -222,22 +222,22 @@ def weights_file() -> bytes:
     return data
 
 
-def generate_files() -> dict[str, bytes]:
+def generate_files(seed: int = SEED) -> dict[str, bytes]:
     files = {
         "config.json": _json_bytes(model_config()),
         "generation_config.json": _json_bytes(
             {"bos_token_id": model_config()["bos_token_id"], "eos_token_id": model_config()["eos_token_id"]}
         ),
-        "model.safetensors": weights_file(),
+        "model.safetensors": weights_file(seed),
     }
     files.update(tokenizer_files())
     return files
 
 
-def manifest_for(files: dict[str, bytes]) -> dict[str, Any]:
+def manifest_for(files: dict[str, bytes], seed: int = SEED) -> dict[str, Any]:
     return {
         "generator_version": GENERATOR_VERSION,
-        "seed": SEED,
+        "seed": seed,
         "files": {
             name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
             for name, data in sorted(files.items())
@@ -259,13 +259,13 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def write_model(out: Path) -> dict[str, Any]:
+def write_model(out: Path, seed: int = SEED) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # no manifest while files are half written
-    files = generate_files()
+    files = generate_files(seed)
     for name, data in files.items():
         _write_atomic(out / name, data)
-    manifest = manifest_for(files)
+    manifest = manifest_for(files, seed)
     _write_atomic(out / MANIFEST, _json_bytes(manifest))
     return manifest
 
@@ -290,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--out", type=Path, help="directory to (re)generate the model into")
     group.add_argument("--verify", type=Path, help="directory to check against its manifest.json")
+    parser.add_argument("--seed", type=int, default=SEED, help="weights seed (another seed: the 'upgraded' model)")
     args = parser.parse_args(argv)
     if args.verify is not None:
         try:
@@ -299,9 +300,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"{args.verify}: every file matches {MANIFEST}")
         return 0
-    manifest = write_model(args.out)
+    manifest = write_model(args.out, args.seed)
     total = sum(f["size"] for f in manifest["files"].values())
-    print(f"fixture model written to {args.out} ({len(manifest['files'])} files, {total} bytes, seed {SEED})")
+    print(f"fixture model written to {args.out} ({len(manifest['files'])} files, {total} bytes, seed {args.seed})")
     return 0
 
 

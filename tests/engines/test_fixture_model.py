@@ -74,3 +74,16 @@ print(json.dumps({{"hidden": cfg.hidden_size, "heads": cfg.num_attention_heads, 
     assert info["text"] == "<|begin|><|start|>user\nHello, how are you?<|end|>\n<|start|>assistant\n"
     assert info["roundtrip"] == "Hello, how are you today?"
     assert info["n_ids"] < len("Hello, how are you today?")  # the BPE merges do merge
+
+
+def test_another_seed_gives_the_same_model_with_other_weights(tmp_path: Path) -> None:
+    """The demo bundle's 'upgraded' model: same files, same shape, different weights."""
+    assert run_generator("--out", str(tmp_path / "q4"), "--seed", "20264").returncode == 0
+    assert run_generator("--verify", str(tmp_path / "q4")).returncode == 0
+    upgraded = json.loads((tmp_path / "q4" / "manifest.json").read_text())
+    built = json.loads((FIXTURE_MODEL / "manifest.json").read_text())
+    assert upgraded["seed"] == 20264 and built["seed"] != 20264
+    assert upgraded["files"].keys() == built["files"].keys()
+    assert upgraded["files"]["model.safetensors"]["size"] == built["files"]["model.safetensors"]["size"]
+    assert upgraded["files"]["model.safetensors"]["sha256"] != built["files"]["model.safetensors"]["sha256"]
+    assert upgraded["files"]["tokenizer.json"] == built["files"]["tokenizer.json"]
