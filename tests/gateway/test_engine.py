@@ -79,8 +79,10 @@ def test_engine_killed_mid_stream_then_restarted(world, vllm_engine, engine_rout
         nonlocal received
         for chunk in stream:
             received += len(chunk.choices)
-            if received == 2:
-                os.kill(supervisor.status(name).pid, signal.SIGKILL)
+            if received == 1:
+                # The whole engine (API server and engine core, one process group), at the first token: nothing
+                # more can be generated, so the stream cannot complete from what was already buffered.
+                os.killpg(supervisor.status(name).pid, signal.SIGKILL)
 
     with pytest.raises(openai.APIError) as stopped:
         read_then_kill()
