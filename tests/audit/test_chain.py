@@ -105,6 +105,13 @@ def test_audit_key_is_created_once_and_private(settings):
     assert key.read_bytes() == first
 
 
+def _verify_offline(export: Path, public: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    argv = ["audit", "verify", "--export", str(export), "--public-key", str(public)]
+    return subprocess.run(
+        [sys.executable, "-m", "appliance.cli", *argv], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+
+
 @pytest.mark.django_db
 def test_export_verifies_offline_with_only_the_files_and_public_key(tmp_path: Path, settings):
     _events(12)
@@ -122,23 +129,7 @@ def test_export_verifies_offline_with_only_the_files_and_public_key(tmp_path: Pa
 
     # The same through enclavectl, in a process with no database configured at all.
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    ok = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "appliance.cli",
-            "audit",
-            "verify",
-            "--export",
-            str(export),
-            "--public-key",
-            str(public),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    ok = _verify_offline(export, public, env)
     assert ok.returncode == 0, ok.stderr
     assert "17 events, chain intact, last checkpoint signed at" in ok.stdout
 
@@ -148,23 +139,7 @@ def test_export_verifies_offline_with_only_the_files_and_public_key(tmp_path: Pa
     record["event"]["data"]["n"] = 999
     lines[6] = json.dumps(record)
     (export / "events.jsonl").write_text("\n".join(lines) + "\n")
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "appliance.cli",
-            "audit",
-            "verify",
-            "--export",
-            str(export),
-            "--public-key",
-            str(public),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    bad = _verify_offline(export, public, env)
     assert bad.returncode == 1
     assert f"event {record['event']['id']} (seq 7)" in bad.stdout
     assert "audit.event_altered" in bad.stdout

@@ -179,3 +179,23 @@ def route(department: Department, alias: str, *deployments: Deployment, thinking
     """Deployments in the order given are tried in that order (each its own priority)."""
     targets = [TargetSpec(dep, priority=i) for i, dep in enumerate(deployments)]
     do_set_route(department, alias, targets, thinking=thinking, actor=None)
+
+
+@pytest.fixture
+def engine_route(world, vllm_engine):
+    """The Emergency department's `default` alias routed to the session's real vLLM CPU engine."""
+    from mgmt.routing.models import EngineKind
+    from mgmt.routing.services import TargetSpec, do_create_deployment, do_create_model, do_set_route
+
+    model = do_create_model("fixture", served_name=vllm_engine.model, actor=None)
+    deployment = do_create_deployment(
+        "vllm-cpu-1",
+        model=model,
+        kind=EngineKind.VLLM_CPU,
+        endpoint=vllm_engine.base_url,
+        max_context=2048,
+        max_concurrency=4,
+        actor=None,
+    )
+    do_set_route(world.emergency, "default", [TargetSpec(deployment)], actor=None)
+    return deployment

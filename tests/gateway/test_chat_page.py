@@ -11,8 +11,6 @@ from playwright.sync_api import expect
 
 from mgmt.audit.models import AuditEvent
 from mgmt.chat.models import Conversation, Message
-from mgmt.routing.models import EngineKind
-from mgmt.routing.services import TargetSpec, do_create_deployment, do_create_model, do_set_route
 
 pytestmark = [pytest.mark.browser, pytest.mark.engine]
 
@@ -22,18 +20,7 @@ DISCHARGE_SUMMARY = "\n".join(f"Day {n}: vitals stable, wound clean, continue cu
 
 
 @pytest.fixture
-def chat_gateway(world, vllm_engine, gateway):
-    model = do_create_model("fixture", served_name=vllm_engine.model, actor=None)
-    deployment = do_create_deployment(
-        "vllm-cpu-1",
-        model=model,
-        kind=EngineKind.VLLM_CPU,
-        endpoint=vllm_engine.base_url,
-        max_context=2048,
-        max_concurrency=4,
-        actor=None,
-    )
-    do_set_route(world.emergency, "default", [TargetSpec(deployment)], actor=None)
+def chat_gateway(world, engine_route, gateway):
     world.nurse.set_password(PASSWORD)
     world.nurse.must_change_password = False
     world.nurse.save()

@@ -9,8 +9,6 @@ import openai
 import pytest
 
 from mgmt.audit.models import AuditEvent
-from mgmt.routing.models import EngineKind
-from mgmt.routing.services import TargetSpec, do_create_deployment, do_create_model, do_set_route
 from tests.fixtures.processes import wait_for
 
 pytestmark = pytest.mark.engine
@@ -18,22 +16,6 @@ pytestmark = pytest.mark.engine
 
 def _last() -> AuditEvent:
     return AuditEvent.objects.filter(action="gateway.request").order_by("-id").first()
-
-
-@pytest.fixture
-def engine_route(world, vllm_engine):
-    model = do_create_model("fixture", served_name=vllm_engine.model, actor=None)
-    deployment = do_create_deployment(
-        "vllm-cpu-1",
-        model=model,
-        kind=EngineKind.VLLM_CPU,
-        endpoint=vllm_engine.base_url,
-        max_context=2048,
-        max_concurrency=4,
-        actor=None,
-    )
-    do_set_route(world.emergency, "default", [TargetSpec(deployment)], actor=None)
-    return deployment
 
 
 def test_openai_client_through_the_gateway_to_vllm(world, vllm_engine, engine_route, gateway):
