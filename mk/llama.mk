@@ -87,7 +87,7 @@ $(FIXTURE_GGUF_DIR)/manifest.json: $(VENV)/.stamp appliance/engines/fixture_gguf
 .PHONY: fixture-gguf
 fixture-gguf: $(FIXTURE_GGUF_DIR)/manifest.json ## Generate the tiny GGUF fixture model -> build/fixture-gguf/enclave-fixture.gguf
 
-.PHONY: serve-fixture-gguf
-serve-fixture-gguf: llama-server fixture-gguf ## Serve the GGUF fixture with llama-server on 127.0.0.1:8101 until ^C
+.PHONY: llama-serve
+llama-serve: llama-server fixture-gguf ## Serve the GGUF fixture with llama-server on 127.0.0.1:8101 until ^C
 	$(LLAMA_SERVER) --model $(FIXTURE_GGUF) --alias enclave-fixture --host 127.0.0.1 --port 8101 --ctx-size 4096 \
-	  --parallel 2 --no-kv-unified --jinja --metrics
+	  --parallel 2 --no-kv-unified --jinja --metrics --no-ui

@@ -11,7 +11,8 @@ from appliance.engines.base import EngineLaunch
 
 __all__ = ["EngineLoad", "ProbeResult", "aprobe", "ascrape_load", "parse_load", "probe", "scrape_load"]
 
-# vLLM's gauges (vllm/v1/metrics/loggers.py); llama.cpp names its own with a "llamacpp:" prefix.
+# vLLM's gauges (vllm/v1/metrics/loggers.py); llama.cpp names its own with a "llamacpp:" prefix (the llama.cpp we
+# build, 0c1e570, has no KV-usage gauge any more: kv_cache_usage_ratio is what older releases exported).
 _RUNNING = ("vllm:num_requests_running", "llamacpp:requests_processing")
 _WAITING = ("vllm:num_requests_waiting", "llamacpp:requests_deferred")
 _KV_USAGE = ("vllm:kv_cache_usage_perc", "llamacpp:kv_cache_usage_ratio")

@@ -19,9 +19,9 @@ from appliance.engines.base import (
 )
 from appliance.engines.errors import InvalidEngineOption
 
-__all__ = ["LlamaCppEngine"]
+__all__ = ["KV_CACHE_TYPES", "LlamaCppEngine"]
 
-_KV_TYPES = frozenset({"f16", "bf16", "q8_0", "q4_0"})
+KV_CACHE_TYPES = frozenset({"f16", "bf16", "q8_0", "q4_0"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,9 +41,9 @@ class LlamaCppEngine(EngineAdapter):
         super().__post_init__()
         require_positive(self.name, "ctx_size", self.ctx_size)
         require_positive(self.name, "parallel", self.parallel)
-        if self.cache_type not in _KV_TYPES:
+        if self.cache_type not in KV_CACHE_TYPES:
             raise InvalidEngineOption(
-                f"engine {self.name}: KV cache type {self.cache_type!r} is not one of {sorted(_KV_TYPES)}"
+                f"engine {self.name}: KV cache type {self.cache_type!r} is not one of {sorted(KV_CACHE_TYPES)}"
             )
 
     def context_length(self) -> int:
@@ -65,6 +65,9 @@ class LlamaCppEngine(EngineAdapter):
             str(self.ctx_size),
             "--parallel",
             str(self.parallel),
+            # context_length() is ctx_size / parallel: every slot its own KV range (with a unified KV buffer a
+            # slot could take the whole of --ctx-size; this llama.cpp enables that when --parallel is auto).
+            "--no-kv-unified",
             "--cont-batching",
             "--jinja",
             "--flash-attn",
@@ -76,7 +79,7 @@ class LlamaCppEngine(EngineAdapter):
             "--cache-type-v",
             self.cache_type,
             "--metrics",
-            "--no-webui",
+            "--no-ui",  # --no-webui is the deprecated spelling (llama.cpp 0c1e570)
         )
 
     def environment(self) -> dict[str, str]:

@@ -196,6 +196,7 @@ def test_llama_cpp_argv_and_per_slot_context() -> None:
         "262144",
         "--parallel",
         "8",
+        "--no-kv-unified",
         "--cont-batching",
         "--jinja",
         "--flash-attn",
@@ -207,7 +208,7 @@ def test_llama_cpp_argv_and_per_slot_context() -> None:
         "--cache-type-v",
         "q8_0",
         "--metrics",
-        "--no-webui",
+        "--no-ui",
     )
     launch = engine.launch()
     assert launch.health_url == "http://127.0.0.1:8101/health"

@@ -199,3 +199,20 @@ def engine_route(world, vllm_engine):
     )
     do_set_route(world.emergency, "default", [TargetSpec(deployment)], actor=None)
     return deployment
+
+
+@pytest.fixture
+def llama_route(world, llama_engine):
+    """The Emergency department's `default` alias routed to the session's real llama.cpp `llama-server`."""
+    model = do_create_model("fixture-gguf", served_name=llama_engine.model, actor=None)
+    deployment = do_create_deployment(
+        "llama-cpp-1",
+        model=model,
+        kind=EngineKind.LLAMA_CPP,
+        endpoint=llama_engine.base_url,
+        max_context=llama_engine.launch.max_context,
+        max_concurrency=2,
+        actor=None,
+    )
+    do_set_route(world.emergency, "default", [TargetSpec(deployment)], actor=None)
+    return deployment
