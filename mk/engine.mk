@@ -34,6 +34,7 @@ fixture-model: $(FIXTURE_MODEL_DIR)/manifest.json ## Generate the tiny fixture m
 engine: engine-venv fixture-model ## vLLM CPU engine venv + tiny fixture model (cheap on a second run)
 
 .PHONY: bench-engine
-bench-engine: venv engine ## Engine start-up time and chat latency direct against vLLM CPU (bench-results/engine.json)
-	$(BIN)/python -m bench.engine --python $(ENGINE_BIN)/python --model $(FIXTURE_MODEL_DIR)
+bench-engine: venv engine llama-server fixture-gguf ## Start-up and chat latency direct against vLLM CPU and llama-server (bench-results/engine.json)
+	$(BIN)/python -m bench.engine --python $(ENGINE_BIN)/python --model $(FIXTURE_MODEL_DIR) \
+	  --llama-server $(LLAMA_SERVER) --gguf $(FIXTURE_GGUF)
 DEMO_PREREQS += engine

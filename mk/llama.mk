@@ -73,21 +73,6 @@ $(LLAMA_SERVER): $(LLAMA_CPP_SRC)/.stamp $(LLAMA_CPP_DIR)/cmake.flags
 	$@.tmp --version
 	mv $@.tmp $@
 
-.PHONY: llama-server
-llama-server: $(LLAMA_SERVER) ## Build llama.cpp's llama-server (CPU, static, baseline x86-64) -> build/llama.cpp/bin
-
-# The tiny GGUF fixture model llama-server serves (the GGUF twin of build/fixture-model; fixed seed, byte-identical).
-FIXTURE_GGUF_DIR := build/fixture-gguf
-FIXTURE_GGUF := $(FIXTURE_GGUF_DIR)/enclave-fixture.gguf
-TEST_PREREQS += fixture-gguf
-
-$(FIXTURE_GGUF_DIR)/manifest.json: $(VENV)/.stamp appliance/engines/fixture_gguf.py appliance/engines/fixture_model.py
-	$(BIN)/python -m appliance.engines.fixture_gguf --out $(FIXTURE_GGUF_DIR)
-
-.PHONY: fixture-gguf
-fixture-gguf: $(FIXTURE_GGUF_DIR)/manifest.json ## Generate the tiny GGUF fixture model -> build/fixture-gguf/enclave-fixture.gguf
-
 .PHONY: llama-serve
-llama-serve: llama-server fixture-gguf ## Serve the GGUF fixture with llama-server on 127.0.0.1:8101 until ^C
-	$(LLAMA_SERVER) --model $(FIXTURE_GGUF) --alias enclave-fixture --host 127.0.0.1 --port 8101 --ctx-size 4096 \
-	  --parallel 2 --no-kv-unified --jinja --metrics --no-ui
+llama-serve: venv llama-server fixture-gguf ## Serve the GGUF fixture with llama-server on 127.0.0.1:8101 until ^C
+	$(BIN)/enclavectl engine serve-fixture --engine llama-cpp --port 8101

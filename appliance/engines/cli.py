@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from appliance import hardware
+from appliance.engines.base import EngineAdapter
 from appliance.engines.errors import EngineError
+from appliance.engines.llama_cpp import cpu_fixture_engine
 from appliance.engines.supervisor import Supervisor
 from appliance.engines.systemd import TEMPLATE_UNIT_NAME, dropin_path, render_dropin, render_template_unit
 from appliance.engines.vllm import VllmCpuEngine
@@ -51,10 +53,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _add_source_options(units)
     units.add_argument("--out", type=Path, required=True, help="root to write etc/systemd/system/... under")
     units.set_defaults(func=_guard(_units))
-    serve = commands.add_parser("serve-fixture", help="run the vLLM CPU engine on the fixture model until ^C")
+    serve = commands.add_parser(
+        "serve-fixture", help="run the vLLM CPU engine (or llama-server) on the fixture model until ^C"
+    )
+    serve.add_argument("--engine", choices=("vllm-cpu", "llama-cpp"), default="vllm-cpu")
     serve.add_argument("--python", type=Path, default=Path(".venv-engine/bin/python"))
-    serve.add_argument("--model", type=Path, default=Path("build/fixture-model"))
-    serve.add_argument("--port", type=int, default=8100)
+    serve.add_argument("--model", type=Path, default=None, help="build/fixture-model or build/fixture-gguf/...gguf")
+    serve.add_argument("--llama-server", type=Path, default=Path("build/llama.cpp/bin/llama-server"))
+    serve.add_argument("--port", type=int, default=None, help="8100 (vLLM) or 8101 (llama.cpp)")
     serve.add_argument("--log-dir", type=Path, default=Path("var/engines"))
     serve.set_defaults(func=_guard(_serve_fixture))
 
@@ -154,18 +160,29 @@ def _units(args: argparse.Namespace) -> int:
 
 
 def _serve_fixture(args: argparse.Namespace) -> int:
-    engine = VllmCpuEngine(
-        name="fixture",
-        model=args.model.resolve(),
-        served_model_name="enclave-fixture",
-        port=args.port,
-        python=args.python.absolute(),
-    )
+    engine: EngineAdapter
+    if args.engine == "llama-cpp":
+        engine = cpu_fixture_engine(
+            binary=args.llama_server.absolute(),
+            model=(args.model or Path("build/fixture-gguf/enclave-fixture.gguf")).resolve(),
+            port=args.port or 8101,
+        )
+        label = "llama.cpp llama-server"
+    else:
+        engine = VllmCpuEngine(
+            name="fixture",
+            model=(args.model or Path("build/fixture-model")).resolve(),
+            served_model_name="enclave-fixture",
+            port=args.port or 8100,
+            python=args.python.absolute(),
+        )
+        label = "vLLM CPU"
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     with Supervisor(args.log_dir) as supervisor:
         supervisor.start(engine)
-        print(f"starting vLLM CPU on {engine.base_url} (log: {args.log_dir / 'fixture.log'})", flush=True)
+        print(f"starting {label} on {engine.base_url} (log: {args.log_dir / 'fixture.log'})", flush=True)
+        print("  " + " ".join(engine.argv()), flush=True)
         supervisor.wait_ready("fixture", timeout=900)
         print(f"ready: {engine.base_url}/v1 serves model enclave-fixture; ^C to stop", flush=True)
         with contextlib.suppress(KeyboardInterrupt):

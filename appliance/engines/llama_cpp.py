@@ -19,9 +19,13 @@ from appliance.engines.base import (
 )
 from appliance.engines.errors import InvalidEngineOption
 
-__all__ = ["KV_CACHE_TYPES", "LlamaCppEngine"]
+__all__ = ["FIXTURE_CTX_SIZE", "FIXTURE_PARALLEL", "KV_CACHE_TYPES", "LlamaCppEngine", "cpu_fixture_engine"]
 
 KV_CACHE_TYPES = frozenset({"f16", "bf16", "q8_0", "q4_0"})
+# The GGUF fixture's shape in tests, the bench and the image's boot test: 2 slots of 2048 tokens each (the vLLM
+# fixture engine's max-model-len), within the fixture's 4096-token training context.
+FIXTURE_CTX_SIZE = 4096
+FIXTURE_PARALLEL = 2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,3 +91,19 @@ class LlamaCppEngine(EngineAdapter):
         if self.cuda_device is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(self.cuda_device)
         return env
+
+
+def cpu_fixture_engine(
+    *, binary: Path, model: Path, port: int, name: str = "fixture", served_model_name: str = "enclave-fixture"
+) -> LlamaCppEngine:
+    """llama-server on the tiny GGUF fixture (appliance/engines/fixture_gguf.py), CPU only."""
+    return LlamaCppEngine(
+        name=name,
+        model=model,
+        served_model_name=served_model_name,
+        port=port,
+        binary=binary,
+        ctx_size=FIXTURE_CTX_SIZE,
+        parallel=FIXTURE_PARALLEL,
+        cuda_device=None,
+    )

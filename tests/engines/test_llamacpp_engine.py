@@ -36,6 +36,7 @@ from tests.fixtures.engine import (
     LLAMA_CTX_SIZE,
     LLAMA_PARALLEL,
     LLAMA_SERVER,
+    REPO,
     RunningEngine,
     llama_fixture_engine,
     require_llama_server,
@@ -289,3 +290,30 @@ def test_kill9_engine_is_restarted_and_serves_again(llama_engine: RunningEngine)
     assert after.pid != before.pid
     assert after.last_exit_code == -signal.SIGKILL
     assert chat(llama_engine).status_code == 200
+
+
+def test_enclavectl_serves_the_gguf_fixture_until_sigterm(tmp_path: Path) -> None:
+    require_llama_server()
+    port = _free_port()
+    argv = [str(REPO / ".venv" / "bin" / "enclavectl"), "engine", "serve-fixture", "--engine", "llama-cpp"]
+    argv += ["--port", str(port), "--log-dir", str(tmp_path), "--llama-server", str(LLAMA_SERVER)]
+    proc = subprocess.Popen(
+        [*argv, "--model", str(FIXTURE_GGUF)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(3)]
+        assert lines[0].startswith(f"starting llama.cpp llama-server on http://127.0.0.1:{port}"), lines
+        assert "--no-kv-unified" in lines[1] and str(FIXTURE_GGUF) in lines[1]
+        assert lines[2].startswith("ready:"), lines
+        models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=10).json()
+        assert [m["id"] for m in models["data"]] == ["enclave-fixture"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)  # the supervisor took llama-server with it
