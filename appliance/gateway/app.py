@@ -23,10 +23,11 @@ from . import metrics
 from .audit_writer import AuditRow, AuditUnavailable, AuditWriter
 from .auth import authenticate, key_prefix, resolve_route
 from .config import GatewayConfig
+from .engine_kinds import takes_priority
 from .errors import GatewayError
 from .fair_queue import FairLimiter, QueueFull, QueueTimeout
 from .payload import ENDPOINTS, Endpoint, parse_request, upstream_body
-from .proxy import JSON_HEADERS, BeforeFirstByte, Call, forward_stream, forward_unary
+from .proxy import JSON_HEADERS, BeforeFirstByte, Call, ModelRename, forward_stream, forward_unary
 from .session_auth import CONSOLE_HEADER, SessionAuth, console_secret_key
 from .snapshot import Deployment, KeyEntry, Route, Snapshot, SnapshotKeeper
 
@@ -36,6 +37,8 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 log = logging.getLogger(__name__)
+# Fair-queue lag (in requests of weight 1) to an engine's integer priority.
+PRIORITY_SCALE = 1000
 
 
 class ClientGone(Exception):
@@ -231,11 +234,11 @@ class Gateway:
         department = key.department
         failure: GatewayError | None = None
         for dep in candidates:
-            body = upstream_body(request, route, dep, endpoint)
+            upstream_body(request, route, dep, endpoint)  # refuse what this deployment cannot take before queuing
             limiter = self.limiter(dep)
             metrics.QUEUED.labels(dep.name).inc()
             try:
-                await limiter.acquire(department.id, department.weight, self.config.queue_timeout_seconds)
+                lag = await limiter.acquire(department.id, department.weight, self.config.queue_timeout_seconds)
             except QueueFull:
                 raise GatewayError(429, "overloaded", "Too many requests are waiting; try again shortly.") from None
             except QueueTimeout:
@@ -248,6 +251,9 @@ class Gateway:
             call.deployment = dep.name
             call.attempts.append(dep.name)
             url = dep.endpoint + endpoint.path
+            priority = round(lag * PRIORITY_SCALE) if takes_priority(dep.kind) else None
+            body = upstream_body(request, route, dep, endpoint, priority)
+            rename = ModelRename(dep.served_name, route.alias)
             try:
                 if request.stream:
                     await forward_stream(
@@ -260,9 +266,10 @@ class Gateway:
                         lambda c: self._audited(c, key),
                         request.wants_usage,
                         self.clock,
+                        rename,
                     )
                 else:
-                    await forward_unary(self.client, url, body, call, send, lambda c: self._audited(c, key))
+                    await forward_unary(self.client, url, body, call, send, lambda c: self._audited(c, key), rename)
                 return
             except BeforeFirstByte as exc:
                 failure = exc.error

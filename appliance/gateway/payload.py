@@ -110,8 +110,11 @@ def thinking_mode(request: ParsedRequest, route: Route) -> str:
     return _EFFORT[request.effort] if request.effort is not None else route.thinking
 
 
-def upstream_body(request: ParsedRequest, route: Route, deployment: Deployment, endpoint: Endpoint) -> bytes:
-    """The body sent to `deployment`: its served model name, thinking mapped, usage asked for."""
+def upstream_body(
+    request: ParsedRequest, route: Route, deployment: Deployment, endpoint: Endpoint, priority: int | None = None
+) -> bytes:
+    """The body sent to `deployment`: its served model name, thinking mapped, usage asked for, and the
+    gateway's priority for engines that schedule by one (a client's own "priority" never reaches an engine)."""
     if request.max_tokens is not None and request.max_tokens > deployment.max_context:
         raise GatewayError(
             400,
@@ -123,6 +126,9 @@ def upstream_body(request: ParsedRequest, route: Route, deployment: Deployment, 
     body = dict(request.body)
     body["model"] = deployment.served_name
     body.pop("reasoning_effort", None)
+    body.pop("priority", None)
+    if priority is not None:
+        body["priority"] = priority
     if endpoint.task == "chat":
         mode = thinking_mode(request, route)
         if mode == "max" and deployment.max_context < THINKING_MAX_MIN_CONTEXT:

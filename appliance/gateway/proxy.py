@@ -17,7 +17,7 @@ import aiohttp
 
 from .errors import GatewayError, error_body
 
-__all__ = ["BeforeFirstByte", "Call", "forward_stream", "forward_unary"]
+__all__ = ["BeforeFirstByte", "Call", "ModelRename", "forward_stream", "forward_unary"]
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -68,6 +68,28 @@ class Call:
     response_started: bool = False
 
 
+class ModelRename:
+    """Engines name their served model in every answer; the client asked for an alias and gets it back.
+
+    Applied to the bytes of one JSON object (a unary answer, or one SSE event): the first
+    `"model":"<served>"` (with or without a space after the colon, as engines write it) becomes the alias.
+    OpenAI objects name their model before any nested content, and a quote inside a string value is
+    escaped in JSON, so generated text cannot match."""
+
+    __slots__ = ("_pairs",)
+
+    def __init__(self, served: str, alias: str) -> None:
+        old, new = json.dumps(served).encode(), json.dumps(alias).encode()
+        pairs = ((b'"model":' + old, b'"model":' + new), (b'"model": ' + old, b'"model": ' + new))
+        self._pairs = () if old == new else pairs
+
+    def __call__(self, data: bytes) -> bytes:
+        for old, new in self._pairs:
+            if old in data:
+                return data.replace(old, new, 1)
+        return data
+
+
 def _upstream_error(status: int, content: bytes) -> GatewayError | BeforeFirstByte:
     """Map an engine's non-200 answer: 5xx may be retried elsewhere, 4xx is the client's to fix."""
     message = ""
@@ -114,6 +136,7 @@ async def forward_unary(
     call: Call,
     send: Send,
     audit: Callable[[Call], Awaitable[None]],
+    rename: ModelRename,
 ) -> None:
     try:
         async with session.post(url, data=body, headers=UPSTREAM_HEADERS) as response:
@@ -135,6 +158,7 @@ async def forward_unary(
     call.status, call.code = 200, ""
     await audit(call)  # raises GatewayError(audit_unavailable): the caller answers 503 instead
     call.response_started = True
+    content = rename(content)
     headers = [*JSON_HEADERS, (b"content-length", str(len(content)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": content})
@@ -155,6 +179,7 @@ async def forward_stream(
     audit: Callable[[Call], Awaitable[None]],
     wants_usage: bool,
     clock: Callable[[], float],
+    rename: ModelRename,
 ) -> None:
     try:
         response = await session.post(url, data=body, headers=UPSTREAM_HEADERS)
@@ -188,7 +213,7 @@ async def forward_stream(
         call.response_started = True
         call.first_byte_ms = (clock() - call.started) * 1000
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-        finished = await _pump(first, chunks, call, send, wants_usage)
+        finished = await _pump(first, chunks, call, send, wants_usage, rename)
     finally:
         # Not read to the end (client gone, engine died): the connection is closed, which makes the
         # engine abort the request; read to the end: it goes back to the pool.
@@ -224,7 +249,7 @@ def _error_event(call: Call) -> bytes:
     )
 
 
-async def _pump(first: bytes, chunks: Any, call: Call, send: Send, wants_usage: bool) -> bool:
+async def _pump(first: bytes, chunks: Any, call: Call, send: Send, wants_usage: bool, rename: ModelRename) -> bool:
     """Pass events through as they complete; hold back [DONE]. True if the engine finished the stream."""
     buffer = first
     finished = False
@@ -246,7 +271,7 @@ async def _pump(first: bytes, chunks: Any, call: Call, send: Send, wants_usage: 
                         continue  # the client did not ask for the usage-only event
                 except (ValueError, AttributeError):
                     pass
-            out.append(event + b"\n\n")
+            out.append(rename(event) + b"\n\n")
         if out:
             await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
         if finished:
