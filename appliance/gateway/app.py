@@ -19,11 +19,12 @@ from typing import Any
 import aiohttp
 import psycopg
 
+from appliance.engines import ADAPTERS, PriorityCapability
+
 from . import metrics
 from .audit_writer import AuditRow, AuditUnavailable, AuditWriter
 from .auth import authenticate, key_prefix, resolve_route
 from .config import GatewayConfig
-from .engine_kinds import takes_priority
 from .errors import GatewayError
 from .fair_queue import FairLimiter, QueueFull, QueueTimeout
 from .payload import ENDPOINTS, Endpoint, parse_request, upstream_body
@@ -37,8 +38,9 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 log = logging.getLogger(__name__)
-# Fair-queue lag (in requests of weight 1) to an engine's integer priority.
+# Fair-queue lag (in requests of weight 1) to an engine's integer priority, for the kinds that take one.
 PRIORITY_SCALE = 1000
+PRIORITY_KINDS = frozenset(k.value for k, a in ADAPTERS.items() if a.priority is PriorityCapability.REQUEST_FIELD)
 
 
 class ClientGone(Exception):
@@ -251,7 +253,7 @@ class Gateway:
             call.deployment = dep.name
             call.attempts.append(dep.name)
             url = dep.endpoint + endpoint.path
-            priority = round(lag * PRIORITY_SCALE) if takes_priority(dep.kind) else None
+            priority = round(lag * PRIORITY_SCALE) if dep.kind in PRIORITY_KINDS else None
             body = upstream_body(request, route, dep, endpoint, priority)
             rename = ModelRename(dep.served_name, route.alias)
             try:

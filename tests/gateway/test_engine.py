@@ -39,12 +39,45 @@ def test_openai_client_through_the_gateway_to_vllm(world, vllm_engine, engine_ro
 
     text = api.completions.create(model="default", prompt="Once", max_tokens=4)
     assert text.usage.completion_tokens <= 4
+    # vLLM runs with --scheduling-policy priority and took the gateway's priority (else it refuses the
+    # field); the client hears the alias, not the served name.
+    assert reply.model == text.model == "default"
+    assert {c.model for c in chunks} == {"default"}
 
     # 4xx: a prompt longer than the engine's context; vLLM refuses it, the gateway names it.
     with pytest.raises(openai.BadRequestError) as too_long:
         api.chat.completions.create(model="default", messages=[{"role": "user", "content": "word " * 3000}])
     assert too_long.value.code == "context_length_exceeded"
     assert _last().data["code"] == "context_length_exceeded"
+
+
+def test_engines_page_shows_the_load_the_engine_reports(world, vllm_engine, engine_route, gateway):
+    from django.core.cache import cache
+
+    from mgmt.accounts.models import Role
+    from mgmt.routing.health import probe_deployments
+    from tests.fixtures.personas import make_user, verified_client
+
+    cache.clear()  # no load figure left over from an earlier test's deployment
+    admin = verified_client(make_user("ann.admin", Role.APPLIANCE_ADMIN, None))
+    api = openai.OpenAI(base_url=f"{gateway().url}/v1", api_key=world.nurse_key, max_retries=0, timeout=120)
+    page = lambda: admin.get("/routing/").content.decode()  # noqa: E731
+    assert "no report" in page()
+    probe_deployments()
+    assert "0 running, 0 waiting; KV cache 0%" in page()
+
+    # While a long answer streams, the next probe sees it running.
+    stream = api.chat.completions.create(
+        model="default",
+        messages=[{"role": "user", "content": "Hello"}],
+        max_tokens=1500,
+        stream=True,
+        extra_body={"ignore_eos": True},
+    )
+    next(iter(stream))
+    probe_deployments()
+    assert "1 running, 0 waiting" in page()
+    stream.close()
 
 
 def test_engine_killed_mid_stream_then_restarted(world, vllm_engine, engine_route, gateway):
