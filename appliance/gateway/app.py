@@ -201,19 +201,29 @@ class Gateway:
             ) from None
 
     async def guarded(self, call: Call, receive: Receive, work: Awaitable[None]) -> None:
-        """Run `work`; if the client goes away first, cancel it (which closes the engine request)."""
-        task = asyncio.ensure_future(work)
+        """Run `work` in this task; if the client goes away first, cancel it (which closes the engine request)."""
+        task = asyncio.current_task()
+        assert task is not None
         watcher = asyncio.ensure_future(_wait_disconnect(receive))
-        try:
-            await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not task.done():
+        state = {"running": True, "gone": False}
+
+        def client_gone(done: asyncio.Future[None]) -> None:
+            # A callback already scheduled when `work` ended must not cancel what this task does next.
+            if state["running"] and not done.cancelled():
+                state["gone"] = True
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                raise ClientGone
+
+        watcher.add_done_callback(client_gone)
+        try:
+            await work
+        except asyncio.CancelledError:
+            if not state["gone"]:
+                raise
+            task.uncancel()
+            raise ClientGone from None
+        finally:
+            state["running"] = False
             watcher.cancel()
-        task.result()
 
     async def models(self, snapshot: Snapshot, key: KeyEntry, call: Call, send: Send) -> None:
         data = [
@@ -389,12 +399,14 @@ def _client_ip(scope: Scope) -> str:
 
 
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    too_large = GatewayError(
-        413, "request_too_large", f"The request body is larger than the gateway accepts ({limit} bytes)."
-    )
+    def too_large() -> GatewayError:
+        return GatewayError(
+            413, "request_too_large", f"The request body is larger than the gateway accepts ({limit} bytes)."
+        )
+
     declared = _header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
+        raise too_large()
     parts: list[bytes] = []
     size = 0
     while True:
@@ -404,7 +416,7 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise too_large
+            raise too_large()
         parts.append(chunk)
         if not message.get("more_body", False):
             return b"".join(parts)
