@@ -90,7 +90,7 @@ def test_engine_serves_the_activated_model_and_a_failed_gate_restores_the_old_on
         put_on_stick(vendor_kit, media, broken, "2027Q1", 2)
         assert run_job(do_request_import("ENCLAVE-2027Q1", actor=personas.admin).pk) == "done"
         trust_before = (settings.STATE_DIR / "bundles" / "trust.json").read_bytes()
-        settings.UPDATES_HEALTH_TIMEOUT_SECONDS = 90
+        settings.UPDATES_HEALTH_TIMEOUT_SECONDS = 30  # the broken model never answers: any bound will do
         assert run_job(do_request_activate(actor=personas.admin).pk) == "bundle.health_check_failed"
         event = AuditEvent.objects.filter(action="bundle.activate").order_by("id").last()
         assert (event.outcome, event.data["code"]) == ("error", "bundle.health_check_failed")
@@ -103,3 +103,23 @@ def test_engine_serves_the_activated_model_and_a_failed_gate_restores_the_old_on
     finally:
         follower.stop()
         supervisor.stop_all()
+
+
+@pytest.mark.engine
+@pytest.mark.django_db
+def test_gate_refuses_an_engine_still_serving_the_old_model(personas, media, vendor_kit, settings, vllm_engine) -> None:
+    """Nobody restarts the (shared) engine after the flip: it answers, but from a model outside the
+    activated release, so the smoke inference would prove nothing. The gate fails and rolls back."""
+    settings.UPDATES_SMOKE_ENDPOINTS = [vllm_engine.base_url]
+    settings.UPDATES_HEALTH_TIMEOUT_SECONDS = 5
+    put_on_stick(vendor_kit, media, _model_files(MODEL_2026Q4, "fixture-model-2026q4"), "2026Q4", 1)
+    assert run_job(do_request_import("ENCLAVE-2026Q4", actor=personas.admin).pk) == "done"
+    job = do_request_activate(actor=personas.admin)
+    assert run_job(job.pk) == "bundle.health_check_failed"
+    job.refresh_from_db()
+    assert "not the activated model" in job.error_message
+    event = AuditEvent.objects.filter(action="bundle.activate").order_by("id").last()
+    assert (event.outcome, event.data["code"]) == ("error", "bundle.health_check_failed")
+    assert not (settings.STATE_DIR / "bundles" / "current" / "models").exists()  # back to "no release"
+    assert not (settings.STATE_DIR / "bundles" / "trust.json").exists()
+    assert _chat(vllm_engine.base_url) == 200
