@@ -73,12 +73,17 @@ def _scrape(client: httpx.Client, url: str) -> EngineLoad | None:
 
 
 def deployment_loads(deployments: list[Deployment]) -> dict[int, dict[str, Any]]:
-    """The last load each engine reported (running, waiting, kv_cache_usage, age_seconds), by deployment id."""
+    """The last load each engine reported (running, waiting, kv_cache_percent, age_seconds), by deployment id."""
     found = cache.get_many([_load_key(d.pk) for d in deployments])
     now = time.time()
     loads = {}
     for d in deployments:
         entry = found.get(_load_key(d.pk))
         if entry is not None:
-            loads[d.pk] = {**entry, "age_seconds": max(0, round(now - entry["at"]))}
+            kv = entry["kv_cache_usage"]
+            loads[d.pk] = {
+                **entry,
+                "kv_cache_percent": None if kv is None else round(kv * 100, 1),
+                "age_seconds": max(0, round(now - entry["at"])),
+            }
     return loads

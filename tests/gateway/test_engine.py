@@ -64,7 +64,7 @@ def test_engines_page_shows_the_load_the_engine_reports(world, vllm_engine, engi
     page = lambda: admin.get("/routing/").content.decode()  # noqa: E731
     assert "no report" in page()
     probe_deployments()
-    assert "0 running, 0 waiting; KV cache 0%" in page()
+    assert "0 running, 0 waiting; KV cache 0.0%" in page()
 
     # While a long answer streams, the next probe sees it running.
     stream = api.chat.completions.create(
@@ -75,8 +75,12 @@ def test_engines_page_shows_the_load_the_engine_reports(world, vllm_engine, engi
         extra_body={"ignore_eos": True},
     )
     next(iter(stream))
-    probe_deployments()
-    assert "1 running, 0 waiting" in page()
+
+    def seen_running() -> bool:
+        probe_deployments()
+        return "1 running, 0 waiting" in page()
+
+    wait_for(seen_running, timeout=60, what="the engine's load on the Engines page")  # vLLM's gauges lag a step
     stream.close()
 
 
