@@ -158,6 +158,8 @@ class Gateway:
             if snapshot is None:
                 raise GatewayError(503, "gateway_not_ready", "The gateway is starting; try again shortly.")
             authorization = _header(scope, b"authorization")
+            if authorization is None and (api_key := _header(scope, b"x-api-key")) is not None:
+                authorization = f"Bearer {api_key}"  # how Anthropic's clients send a key
             presented = (authorization or "").partition(" ")[2].strip()
             if authorization is None and _header(scope, b"cookie") is not None:
                 key = await self.session_principal(scope, snapshot)

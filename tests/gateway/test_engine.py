@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
+import httpx
 import openai
 import pytest
 
@@ -49,6 +50,54 @@ def test_openai_client_through_the_gateway_to_vllm(world, vllm_engine, engine_ro
         api.chat.completions.create(model="default", messages=[{"role": "user", "content": "word " * 3000}])
     assert too_long.value.code == "context_length_exceeded"
     assert _last().data["code"] == "context_length_exceeded"
+
+
+def test_anthropic_messages_through_the_gateway_to_vllm(world, vllm_engine, engine_route, gateway):
+    """DESIGN.md's "welcome extra": Anthropic's Messages API, with the same key, route, audit and codes."""
+    import anthropic
+
+    gw = gateway()
+    api = anthropic.Anthropic(base_url=gw.url, api_key=world.nurse_key, max_retries=0, timeout=120)
+    hi = [{"role": "user", "content": "Hello"}]
+
+    reply = api.messages.create(model="default", max_tokens=8, messages=hi)
+    assert reply.type == "message" and reply.model == "default"
+    assert 0 < reply.usage.output_tokens <= 8
+    event = _last()
+    assert (event.data["endpoint"], event.data["status"]) == ("/v1/messages", 200)
+    assert (event.data["prompt_tokens"], event.data["completion_tokens"]) == (
+        reply.usage.input_tokens,
+        reply.usage.output_tokens,
+    )
+
+    with api.messages.stream(model="default", max_tokens=8, messages=hi, extra_body={"ignore_eos": True}) as stream:
+        kinds = [e.type for e in stream]
+        final = stream.get_final_message()
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"  # held back, then sent after the audit
+    assert final.model == "default" and final.usage.output_tokens == 8
+    assert (_last().data["stream"], _last().data["completion_tokens"]) == (True, 8)
+
+    # Anthropic's tools send the key as x-api-key.
+    raw = httpx.post(
+        f"{gw.url}/v1/messages",
+        headers={"x-api-key": world.nurse_key},
+        json={"model": "default", "max_tokens": 4, "messages": hi},
+        timeout=120,
+    )
+    assert (raw.status_code, raw.json()["model"]) == (200, "default")
+
+    # Bad input gets the gateway's codes here too.
+    with pytest.raises(anthropic.BadRequestError) as no_limit:
+        api.messages.create(model="default", messages=hi, max_tokens=None)  # type: ignore[arg-type]
+    assert no_limit.value.body["error"]["code"] == "missing_field"
+    with pytest.raises(anthropic.NotFoundError) as unknown:
+        api.messages.create(model="gpt-4", max_tokens=8, messages=hi)
+    assert unknown.value.body["error"]["code"] == "model_not_found"
+    with pytest.raises(anthropic.AuthenticationError):
+        anthropic.Anthropic(base_url=gw.url, api_key="enc_nope_nope", max_retries=0).messages.create(
+            model="default", max_tokens=8, messages=hi
+        )
+    assert _last().data["code"] == "invalid_api_key"
 
 
 def test_engines_page_shows_the_load_the_engine_reports(world, vllm_engine, engine_route, gateway):
