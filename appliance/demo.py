@@ -2,16 +2,21 @@
 
 - PostgreSQL: DATABASE_URL if set, else a private cluster (initdb) under var/demo/pg on a free port.
 - Redis: REDIS_URL if set, else a private redis-server on a free loopback port.
-- The console (gunicorn, WSGI), a Celery worker with beat (audit sealer), the real vLLM CPU engine on the
-  fixture model under the engine supervisor (`make engine` builds both), and the gateway (gunicorn's
-  ASGI worker) routing the "General" department's `default` alias to that engine.
-Prints the URLs and the first admin's one-time password; Ctrl-C stops everything.
+- The console (gunicorn, WSGI), a Celery worker with beat (audit sealer), the real vLLM CPU engine under
+  the engine supervisor (`make engine` builds it), and the gateway (gunicorn's ASGI worker) routing the
+  "General" department's `default` alias to that engine.
+- The engine serves the model under the activated bundles' models pointer, or the fixture model while no
+  bundle is active, and is restarted whenever an activation, a failed health gate or a Rollback moves
+  that pointer (`PointerFollower`); the Updates health gate smoke-tests it (ENCLAVE_UPDATES_SMOKE_ENDPOINTS).
+Prints the URLs and the first admin's one-time password; Ctrl-C stops everything. var/demo/enclavectl.env
+holds the settings `enclavectl bundle import|activate|rollback` needs to act on this demo from a shell.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -162,6 +167,15 @@ def start_private_redis(demo: Demo, env: dict[str, str]) -> str:
     return f"redis://127.0.0.1:{port}/0"
 
 
+ENCLAVECTL_ENV = ("ENCLAVE_STATE_DIR", "DATABASE_URL", "REDIS_URL", "ENCLAVE_UPDATES_SMOKE_ENDPOINTS")
+
+
+def write_enclavectl_env(path: Path, env: dict[str, str]) -> None:
+    """A file to source before running enclavectl against this demo (its database, state and engine)."""
+    lines = [f"export {name}={shlex.quote(env[name])}" for name in ENCLAVECTL_ENV if env.get(name)]
+    path.write_text("\n".join(lines) + "\n")
+
+
 SETUP_ROUTING = """
 from mgmt.accounts.models import Department
 from mgmt.accounts.services import do_create_department
@@ -200,18 +214,27 @@ def main(argv: list[str] | None = None) -> int:
     demo = Demo(state)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     from appliance.engines import RestartPolicy, Supervisor, VllmCpuEngine
+    from appliance.engines.follow import PointerFollower
 
     supervisor = Supervisor(state / "demo" / "engines", RestartPolicy(initial_delay_s=1.0, max_delay_s=30.0))
+    engine_port = free_port()
+
+    def make_engine(model: Path) -> VllmCpuEngine:
+        return VllmCpuEngine(
+            name="demo-cpu", model=model, served_model_name=SERVED_MODEL, port=engine_port, python=ENGINE_PYTHON
+        )
+
+    follower = PointerFollower(supervisor, make_engine, state / "bundles" / "current" / "models", FIXTURE_MODEL)
     try:
         if not env.get("DATABASE_URL"):
             env["DATABASE_URL"] = start_private_postgres(demo, env)
         if not env.get("REDIS_URL"):
             env["REDIS_URL"] = start_private_redis(demo, env)
         python = sys.executable
-        engine = VllmCpuEngine(
-            name="demo-cpu", model=FIXTURE_MODEL, served_model_name=SERVED_MODEL, port=free_port(), python=ENGINE_PYTHON
-        )
-        supervisor.start(engine)  # starts now: it takes about a minute, the rest comes up meanwhile
+        serving = follower.start()  # starts now: it takes about a minute, the rest comes up meanwhile
+        engine = make_engine(serving)
+        env["ENCLAVE_UPDATES_SMOKE_ENDPOINTS"] = engine.base_url  # the Updates health gate tests this engine
+        write_enclavectl_env(demo.logs / "enclavectl.env", env)
         subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
         firstboot = subprocess.run(
             [python, "manage.py", "enclave_firstboot", "--reset-admin"],
@@ -305,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n  Enclave demo is running.\n")
         print(f"  Console:  http://127.0.0.1:{args.port}/")
         print(f"  API:      http://127.0.0.1:{args.gateway_port}/v1  (OpenAI-compatible; model alias 'default')")
-        print(f"  Engine:   vLLM CPU on the fixture model ({engine.base_url}, loopback only)")
+        print(f"  Engine:   vLLM CPU on {serving} ({engine.base_url}, loopback only)")
         print(f"  Database: {env['DATABASE_URL']}\n  Redis:    {env['REDIS_URL']}")
         print("  " + firstboot.strip().replace("\n", "\n  "))
         print("\n  Sign in, enrol TOTP, add yourself to the General department or create users there,")
@@ -313,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
             "  create an API key, then: curl -H 'Authorization: Bearer KEY' "
             f"http://127.0.0.1:{args.gateway_port}/v1/models"
         )
+        print("\n  Updates:  `make demo-bundle`, then import ENCLAVE-2026Q4 on the console's Updates page, or")
+        print(f"            . {demo.logs / 'enclavectl.env'}")
+        print(f"            enclavectl bundle import {state / 'media' / 'ENCLAVE-2026Q4'} --activate")
         print(f"\n  Logs in {state / 'demo'}. Ctrl-C stops everything.\n", flush=True)
         while all(proc.poll() is None for proc in demo.procs):
             time.sleep(1)
@@ -322,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        follower.stop()
         supervisor.stop_all()
         demo.stop()
 

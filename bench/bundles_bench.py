@@ -1,13 +1,17 @@
 """`make bench-bundles`: bundle import against `cp`, deep verification against `sha256sum`, and peak
 memory at two payload sizes. Writes bench-results/bundles.json and prints a short table.
 
+Same payload, same source directory (the "stick"), same destination disk, both measured in the same run.
 Page cache: by default every timed run (ours and the reference) starts from a WARM cache (the source
 files are read once right before it), because dropping caches disturbs other work on a shared machine.
 Warm reads make CPU and memory copies, not the stick, the limit, so the import/cp ratio is an upper
 bound of what a real USB stick (100-400 MB/s) would show. BUNDLES_BENCH_CACHE=cold instead drops the
 page cache (root: `sync; echo 3 > /proc/sys/vm/drop_caches`) before every timed run, both sides alike.
-Both sides write to the same disk and end durable
-(ours fsyncs each object; `cp` is followed by `sync -f`). Runs alternate ours/reference; medians.
+Both sides end durable the same way: ours fsyncs each object and its directory; `cp -r` is followed by
+`sync` of every copied file and directory (fsync each; not `sync -f`, which would also flush whatever
+else is dirty on a shared file system). Our side is the real `enclavectl bundle import` process, Python
+start-up and verification included. Runs alternate which side goes first; medians; the load average
+is recorded, as other work on the machine moves the figures.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from appliance.bundles.verify import ApplianceIdentity
 GIB = 1 << 30
 REPO = Path(__file__).resolve().parents[1]
 SIZES = [int(s) for s in os.environ.get("BUNDLES_BENCH_GIB", "1,8").split(",")]
-RUNS = int(os.environ.get("BUNDLES_BENCH_RUNS", "3"))
+RUNS = int(os.environ.get("BUNDLES_BENCH_RUNS", "5"))
+LARGE_RUNS = int(os.environ.get("BUNDLES_BENCH_LARGE_RUNS", "1"))
 WORK = Path(os.environ.get("BUNDLES_BENCH_DIR", REPO / "build" / "bench-bundles"))
 CACHE = os.environ.get("BUNDLES_BENCH_CACHE", "warm")
 IDENTITY = ApplianceIdentity("enclave", "stable", "cpu-dev")
@@ -119,11 +124,12 @@ def run_import(bundle: Path, state: Path, root: Path) -> tuple[float, int]:
     return elapsed, int(rss_file.read_text().split()[-1])
 
 
-def run_cp(bundle: Path, dest: Path) -> float:
+def run_cp(bundle: Path, dest: Path, copied: list[str]) -> float:
+    """`cp -r` then fsync of each copied file and directory (`copied`: their paths relative to targets/)."""
     shutil.rmtree(dest, ignore_errors=True)
     started = time.perf_counter()
     subprocess.run(["cp", "-r", str(bundle / "targets"), str(dest)], check=True)
-    subprocess.run(["sync", "-f", str(dest)], check=True)
+    subprocess.run(["sync", str(dest), *(str(dest / rel) for rel in copied)], check=True)
     return time.perf_counter() - started
 
 
@@ -154,18 +160,22 @@ def main() -> int:
             bundle = build(WORK, keys, gib)
             shutil.rmtree(WORK / f"src-{gib}g")  # the stick's hard links keep the data
             files = sorted(p for p in (bundle / "targets").rglob("*") if p.is_file())
+            copied = sorted(str(p.relative_to(bundle / "targets")) for p in (bundle / "targets").rglob("*"))
             size = sum(p.stat().st_size for p in files)
-            runs = RUNS if gib == min(SIZES) else 1
+            runs = RUNS if gib == min(SIZES) else LARGE_RUNS
             imports, copies, rss, ours_v, ref_v = [], [], [], [], []
-            for _ in range(runs):
-                warm(files)
-                wall, peak = run_import(bundle, WORK / "state", root)
-                imports.append(wall)
-                rss.append(peak)
-                shutil.rmtree(WORK / "state")
-                warm(files)
-                copies.append(run_cp(bundle, WORK / "cp-dest"))
-                shutil.rmtree(WORK / "cp-dest")
+            load = [os.getloadavg()[0]]
+            for index in range(runs):
+                for side in ("ours", "cp") if index % 2 == 0 else ("cp", "ours"):
+                    warm(files)
+                    if side == "ours":
+                        wall, peak = run_import(bundle, WORK / "state", root)
+                        imports.append(wall)
+                        rss.append(peak)
+                        shutil.rmtree(WORK / "state")
+                    else:
+                        copies.append(run_cp(bundle, WORK / "cp-dest", copied))
+                        shutil.rmtree(WORK / "cp-dest")
                 warm(files)
                 ours_v.append(run_deep_verify(bundle, root, WORK / "state-v"))
                 warm(files)
@@ -178,6 +188,9 @@ def main() -> int:
                 "verify_s": statistics.median(ours_v),
                 "sha256sum_s": statistics.median(ref_v),
                 "import_peak_rss_kib": max(rss),
+                "import_runs_s": [round(x, 3) for x in imports],
+                "cp_runs_s": [round(x, 3) for x in copies],
+                "load_average_1min": [round(x, 2) for x in (*load, os.getloadavg()[0])],
             }
             shutil.rmtree(bundle.parent)
     finally:
@@ -189,8 +202,9 @@ def main() -> int:
         "import_time_ratio_vs_cp": round(s["import_s"] / s["cp_s"], 3),
         "verify_throughput_ratio_vs_sha256sum": round(s["sha256sum_s"] / s["verify_s"], 3),
         "peak_rss_ratio_8g_vs_1g": round(results[large]["import_peak_rss_kib"] / s["import_peak_rss_kib"], 3),
+        "import_time_ratio_vs_cp_by_size": {name: round(r["import_s"] / r["cp_s"], 3) for name, r in results.items()},
         "reference": {
-            "import": "cp -r targets/ DEST && sync -f DEST, same source, same disk, same run",
+            "import": "cp -r targets/ DEST && sync DEST/<every copied path>, same source, same disk, same run",
             "verify": "sha256sum over the same files, same run",
             "page_cache": f"{CACHE} for both sides before every timed run",
         },
@@ -205,13 +219,14 @@ def main() -> int:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
 
-    head = ("payload", "import s", "cp s", "ratio", "verify MB/s", "sha256sum MB/s", "peak RSS MiB")
-    print("\n{:>8} {:>9} {:>7} {:>6} {:>12} {:>15} {:>13}".format(*head))
+    head = ("payload", "runs", "import s", "cp s", "ratio", "verify MB/s", "sha256sum MB/s", "peak RSS MiB", "load")
+    print("\n{:>8} {:>5} {:>9} {:>7} {:>6} {:>12} {:>15} {:>13} {:>11}".format(*head))
     for name, r in results.items():
+        load_range = f"{min(r['load_average_1min']):.1f}-{max(r['load_average_1min']):.1f}"
         print(
-            f"{name:>8} {r['import_s']:9.2f} {r['cp_s']:7.2f} {r['import_s'] / r['cp_s']:6.2f} "
+            f"{name:>8} {r['runs']:>5} {r['import_s']:9.2f} {r['cp_s']:7.2f} {r['import_s'] / r['cp_s']:6.2f} "
             f"{r['bytes'] / r['verify_s'] / 1e6:12.0f} {r['bytes'] / r['sha256sum_s'] / 1e6:15.0f} "
-            f"{r['import_peak_rss_kib'] / 1024:13.1f}"
+            f"{r['import_peak_rss_kib'] / 1024:13.1f} {load_range:>11}"
         )
     print(
         f"import/cp {summary['import_time_ratio_vs_cp']}x (goal <= 1.10), verify/sha256sum throughput "

@@ -14,3 +14,4 @@ build/fixture-model-2026q4/manifest.json: .venv-engine/.stamp appliance/engines/
 .PHONY: demo-bundle
 demo-bundle: venv engine build/fixture-model-2026q4/manifest.json ## Signed 2026Q4 demo bundle (upgraded fixture model) into var/media/
 	$(BIN)/python -m appliance.bundles.demo_bundle --model $(DEMO_BUNDLE_MODEL)
+TEST_PREREQS += build/fixture-model-2026q4/manifest.json  # tests/updates/test_engine_follows_activation.py

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -93,6 +94,66 @@ def test_demo_serves_the_whole_stack_with_embedded_defaults(tmp_path: Path):
             model="default", max_tokens=8, messages=[{"role": "user", "content": "Hello"}]
         )
         assert reply.choices[0].message.content is not None and reply.usage.completion_tokens > 0
+
+        # `make demo-bundle`, then `enclavectl bundle import ... --activate` from another shell (with the
+        # demo's enclavectl.env): the engine is restarted on the 2026Q4 model, which the gate smoke-tested.
+        model_2026q4 = ROOT / "build" / "fixture-model-2026q4"
+        assert (model_2026q4 / "manifest.json").is_file(), "make build/fixture-model-2026q4/manifest.json"
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "appliance.bundles.demo_bundle",
+                "--state-dir",
+                str(state),
+                "--model",
+                str(model_2026q4),
+            ],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        exported = dict(
+            shlex.split(line.removeprefix("export "))[0].split("=", 1)
+            for line in (state / "demo" / "enclavectl.env").read_text().splitlines()
+        )
+        assert exported["DATABASE_URL"] == database
+        engine_url = exported["ENCLAVE_UPDATES_SMOKE_ENDPOINTS"]
+        activated = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "appliance.cli",
+                "bundle",
+                "import",
+                str(state / "media" / "ENCLAVE-2026Q4"),
+                "--activate",
+            ],
+            cwd=ROOT,
+            env={**env, **exported},
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
+        assert activated.returncode == 0, activated.stderr[-3000:]
+        assert "activated release 2026Q4" in activated.stdout
+        served = Path(httpx.get(f"{engine_url}/v1/models", timeout=10).json()["data"][0]["root"])
+        assert (
+            served
+            == (state / "bundles" / "releases" / "2026Q4" / "files" / "models" / "fixture-model-2026q4").resolve()
+        )
+
+        def answers_again() -> bool:  # the deployment probe may have seen the engine down while it restarted
+            try:
+                again = api.chat.completions.create(
+                    model="default", max_tokens=4, messages=[{"role": "user", "content": "Hi"}]
+                )
+            except openai.APIError:
+                return False
+            return again.usage.completion_tokens > 0
+
+        wait_for(answers_again, timeout=180, what="the gateway to reach the restarted engine", interval=2)
     finally:
         proc.terminate()
         proc.wait(timeout=60)

@@ -33,6 +33,10 @@ __all__ = ["register"]
 # Fault injection for the crash tests: the process stops itself (SIGSTOP) when it reaches this phase,
 # so that a test can SIGKILL it exactly at a phase boundary. Unset in production.
 FAULT_ENV = "ENCLAVE_BUNDLE_FAULT_STOP_AT"
+HEALTH_CMD_HELP = (
+    "shell command that must exit 0 after the flip ($ENCLAVE_POINTERS); default: the console's gate "
+    "(engines healthy on the new model, a smoke inference), or with --no-audit: every pointer resolves"
+)
 NO_AUDIT_HELP = "do not record the step in the console's audit trail (only where there is no console database)"
 
 
@@ -56,7 +60,14 @@ def _manager() -> UpdateManager:
     return UpdateManager(_config(), on_phase=_phase_hook)
 
 
-def _health_gate(command: str | None) -> Any:
+def _health_gate(command: str | None, audited: bool = False) -> Any:
+    """--health-cmd if given; else the console's own gate where its settings are loaded (the audited
+    path: engines healthy on the new model + a smoke inference); else every pointer must resolve."""
+    if command is None and audited:
+        from mgmt.updates.health import engine_health_gate
+
+        return engine_health_gate
+
     def pointers_resolve(pointers: Path) -> None:
         """Built-in gate (when no --health-cmd): every pointer resolves to a directory."""
         for link in pointers.iterdir():
@@ -237,7 +248,7 @@ def _import(args: argparse.Namespace) -> int:
 
 def _activate(args: argparse.Namespace) -> int:
     args.audit_action = "bundle.activate"
-    state = _manager().activate(_health_gate(args.health_cmd))
+    state = _manager().activate(_health_gate(args.health_cmd, audited=not args.no_audit))
     current = state["current"]
     _audit(args, "bundle.activate", "ok", {k: current[k] for k in ("release", "sequence", "digests", "signers")})
     _print(args, state["current"], f"activated release {state['current']['release']}")
@@ -342,11 +353,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         if name == "import":
             p.add_argument("--activate", action="store_true", help="activate right after staging")
             p.add_argument("--no-audit", action="store_true", help=NO_AUDIT_HELP)
-            p.add_argument("--health-cmd", help="shell command that must exit 0 after the flip")
+            p.add_argument("--health-cmd", help=HEALTH_CMD_HELP)
         p.set_defaults(func=_run(func, audited=name == "import"))
 
     p = sub.add_parser("activate", help="flip to the staged release, run the health gate, commit or roll back")
-    p.add_argument("--health-cmd", help="shell command that must exit 0 after the flip ($ENCLAVE_POINTERS)")
+    p.add_argument("--health-cmd", help=HEALTH_CMD_HELP)
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-audit", action="store_true", help=NO_AUDIT_HELP)
     p.set_defaults(func=_run(_activate, audited=True))

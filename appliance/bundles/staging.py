@@ -3,7 +3,11 @@
 objects/<sha256> holds verified copies only: a copy is written to a temporary name, its length and
 SHA-256 are checked on the way (reading stops at the signed length + 1, so endless data is caught
 after one extra byte), then it is fsynced and renamed. An object that exists is therefore verified,
-and a re-import skips it (per-file resume). Memory use is two fixed page-aligned buffers whatever the size.
+and a re-import skips it (per-file resume). Memory use is a few fixed page-aligned buffers whatever the size.
+
+The copy is a pipeline: this thread reads chunk i+1 while a helper thread hashes chunk i (hashlib
+releases the GIL) and up to WRITES_IN_FLIGHT O_DIRECT writes of earlier chunks run in a small pool
+(os.pwrite releases it too), so the disk always has a queue, as the page cache's writeback gives `cp`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import mmap
 import os
 import shutil
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +39,8 @@ __all__ = ["HEADROOM_BYTES", "ObjectStore", "Progress", "StageResult", "check_ta
 
 CHUNK = 4 << 20
 DIRECT_ALIGN = 4096
+WRITES_IN_FLIGHT = 3  # queued O_DIRECT writes: one at a time leaves the disk idle between them
+BUFFERS = WRITES_IN_FLIGHT + 2  # + the chunk being read + the chunk being hashed
 HEADROOM_BYTES = 64 << 20
 
 
@@ -49,6 +55,8 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
+# Takes a chunk and its offset in the file; returns the pending write that still reads the chunk's buffer.
+ChunkSink = Callable[[memoryview, int], "Future[None] | None"]
 
 
 @dataclass(frozen=True)
@@ -119,7 +127,10 @@ class ObjectStore:
                 if on_object:
                     on_object(entry)
 
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit") as committer:
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit") as committer,
+            ThreadPoolExecutor(max_workers=WRITES_IN_FLIGHT, thread_name_prefix="write") as writers,
+        ):
             for entry in entries:
                 state.current = entry.path
                 if entry.sha256 in in_flight or self.has(entry):
@@ -129,7 +140,7 @@ class ObjectStore:
                     if progress:
                         progress(state)
                     continue
-                commit = self._copy_one(bundle_dir / "targets" / entry.path, entry, state, progress)
+                commit = self._copy_one(bundle_dir / "targets" / entry.path, entry, state, progress, writers)
                 in_flight.add(entry.sha256)
                 pending.append((entry, committer.submit(commit)))
                 settle(keep=1)
@@ -144,6 +155,7 @@ class ObjectStore:
         entry: TargetEntry,
         state: Progress,
         progress: ProgressCallback | None,
+        writers: ThreadPoolExecutor,
     ) -> Callable[[], None]:
         """Stream one target into a partial file, checked; return the step that makes it durable."""
         try:
@@ -152,6 +164,7 @@ class ObjectStore:
             raise
         except OSError as exc:
             raise SourceUnavailable(f"targets/{entry.path} cannot be opened: {exc.strerror}") from exc
+        os.posix_fadvise(src, 0, 0, os.POSIX_FADV_SEQUENTIAL)  # a larger read-ahead window on the stick
         tmp = self.objects / f".{entry.sha256}.{os.getpid()}.partial"
         length = 0
         try:
@@ -162,10 +175,16 @@ class ObjectStore:
         try:
             with os.fdopen(src, "rb", buffering=0) as reader:
 
-                def sink(chunk: memoryview) -> None:
+                def sink(chunk: memoryview, position: int) -> Future[None]:
                     nonlocal length, direct
-                    direct = _write_all(wfd, chunk, direct, length)
+                    if direct and (len(chunk) % DIRECT_ALIGN or position % DIRECT_ALIGN):
+                        # O_DIRECT needs block-aligned sizes and offsets (the buffers are page-aligned): the
+                        # first unaligned piece, a file's tail, is written through the page cache. Writes
+                        # still in flight cover other blocks, so mixing the two is safe.
+                        fcntl.fcntl(wfd, fcntl.F_SETFL, fcntl.fcntl(wfd, fcntl.F_GETFL) & ~os.O_DIRECT)
+                        direct = False
                     length += len(chunk)
+                    return writers.submit(_pwrite_all, wfd, chunk, position)
 
                 stream_checked(reader, entry, sink, state, progress)
         except BaseException as exc:
@@ -206,63 +225,68 @@ def _open_for_write(path: Path) -> tuple[int, bool]:
     return os.open(path, flags, 0o600), False
 
 
-def _write_all(fd: int, chunk: memoryview, direct: bool, position: int) -> bool:
-    """Write the whole chunk; returns whether the descriptor is still in O_DIRECT mode. O_DIRECT needs
-    block-aligned sizes and offsets (our buffers are page-aligned): the first unaligned piece, normally
-    a file's tail, switches the descriptor to ordinary writes for the rest of the file."""
+def _pwrite_all(fd: int, chunk: memoryview, position: int) -> None:
     offset = 0
     while offset < len(chunk):
-        piece = chunk[offset:]
-        if direct and (len(piece) % DIRECT_ALIGN or (position + offset) % DIRECT_ALIGN):
-            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
-            direct = False
-        offset += os.write(fd, piece)
-    return direct
+        offset += os.pwrite(fd, chunk[offset:], position + offset)
 
 
 def stream_checked(
     reader: io.FileIO,
     entry: TargetEntry,
-    sink: Callable[[memoryview], None] | None,
+    sink: ChunkSink | None,
     state: Progress,
     progress: ProgressCallback | None,
 ) -> None:
     """Read one target once, at most its signed length + 1 bytes, hashing and handing each chunk on.
 
-    Two fixed buffers: while a helper thread hashes chunk i (hashlib releases the GIL), this thread
-    writes chunk i and reads chunk i+1, so hashing overlaps the I/O. Digest updates stay in order.
+    BUFFERS fixed buffers in a ring: while a helper thread hashes chunk i, the sink's writes of earlier
+    chunks run and this thread reads chunk i+1. A buffer is reused only once its write has finished
+    (hashing is in order and is waited for every chunk). Whatever happens, no write is left running
+    when this returns: the caller may close the descriptor.
     """
     digest = hashlib.sha256()
-    views = (memoryview(mmap.mmap(-1, CHUNK)), memoryview(mmap.mmap(-1, CHUNK)))  # page-aligned
+    views = [memoryview(mmap.mmap(-1, CHUNK)) for _ in range(BUFFERS)]  # page-aligned
+    writing: list[Future[None] | None] = [None] * BUFFERS  # the write still reading each buffer
+    hashing: Future[None] | None = None
     length = 0
     limit = entry.length + 1  # one byte more than signed reveals endless data
     turn = 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as hasher:
-        pending: Future[None] | None = None
-        while length < limit:
-            view = views[turn]
-            want = min(len(view), limit - length)
-            try:
-                got = reader.readinto(view[:want])
-            except OSError as exc:
-                raise SourceUnavailable(f"reading targets/{entry.path} failed: {exc.strerror}") from exc
-            if not got:
-                break
-            if length + got > entry.length:
-                raise TargetTooLong(f"targets/{entry.path} holds more than the {entry.length} signed bytes")
-            chunk = view[:got]
-            if pending is not None:
-                pending.result()
-            pending = hasher.submit(digest.update, chunk)
-            if sink is not None:
-                sink(chunk)
-            length += got
-            state.done_bytes += got
-            if progress:
-                progress(state)
-            turn ^= 1
-        if pending is not None:
-            pending.result()
+        try:
+            while length < limit:
+                pending = writing[turn]
+                if pending is not None:
+                    writing[turn] = None
+                    pending.result()
+                view = views[turn]
+                want = min(len(view), limit - length)
+                try:
+                    got = reader.readinto(view[:want])
+                except OSError as exc:
+                    raise SourceUnavailable(f"reading targets/{entry.path} failed: {exc.strerror}") from exc
+                if not got:
+                    break
+                if length + got > entry.length:
+                    raise TargetTooLong(f"targets/{entry.path} holds more than the {entry.length} signed bytes")
+                chunk = view[:got]
+                if hashing is not None:
+                    hashing.result()
+                hashing = hasher.submit(digest.update, chunk)
+                if sink is not None:
+                    writing[turn] = sink(chunk, length)
+                length += got
+                state.done_bytes += got
+                if progress:
+                    progress(state)
+                turn = (turn + 1) % BUFFERS
+            if hashing is not None:
+                hashing.result()
+            for pending in writing:
+                if pending is not None:
+                    pending.result()
+        finally:
+            wait([f for f in (*writing, hashing) if f is not None])
     if length < entry.length:
         raise TargetTruncated(f"targets/{entry.path} ended after {length} of {entry.length} bytes")
     if digest.hexdigest() != entry.sha256:

@@ -153,7 +153,7 @@ class BundleVerifier:
             raise NotABundle(f"{bundle_dir} is not an Enclave bundle (no metadata/ directory)")
         try:
             check_top_level(bundle_dir)
-        except PermissionError as exc:
+        except OSError as exc:
             raise Unreadable(f"{bundle_dir} cannot be listed: {exc.strerror}") from exc
 
         try:
@@ -285,7 +285,7 @@ class BundleVerifier:
         targets_dir = bundle_dir / "targets"
         try:
             on_stick = scan_targets_tree(targets_dir) if targets_dir.is_dir() else {}
-        except PermissionError as exc:
+        except OSError as exc:  # no permission, or the stick itself fails (EIO) or goes away
             raise Unreadable(f"targets/ cannot be listed: {exc.strerror}") from exc
         signed = {e.path for e in entries}
         extra = sorted(set(on_stick) - signed)

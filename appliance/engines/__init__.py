@@ -46,7 +46,16 @@ from appliance.engines.supervisor import EngineState, EngineStatus, RestartPolic
 from appliance.engines.systemd import render_dropin, render_template_unit, unit_name
 from appliance.engines.vllm import VllmCpuEngine, VllmCudaEngine
 
+# The adapter of each engine kind: one place that knows which class speaks for a kind.
+ADAPTERS: dict[EngineKind, type[EngineAdapter]] = {
+    EngineKind.VLLM_CUDA: VllmCudaEngine,
+    EngineKind.VLLM_CPU: VllmCpuEngine,
+    EngineKind.DS4: Ds4Engine,
+    EngineKind.LLAMA_CPP: LlamaCppEngine,
+}
+
 __all__ = [
+    "ADAPTERS",
     "DS4_MODEL_ID",
     "OFFLINE_ENVIRONMENT",
     "THINK_MAX_MIN_CONTEXT",

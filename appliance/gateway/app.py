@@ -19,6 +19,8 @@ from typing import Any
 import aiohttp
 import psycopg
 
+from appliance.engines import ADAPTERS, PriorityCapability
+
 from . import metrics
 from .audit_writer import AuditRow, AuditUnavailable, AuditWriter
 from .auth import authenticate, key_prefix, resolve_route
@@ -26,7 +28,7 @@ from .config import GatewayConfig
 from .errors import GatewayError
 from .fair_queue import FairLimiter, QueueFull, QueueTimeout
 from .payload import ENDPOINTS, Endpoint, parse_request, upstream_body
-from .proxy import JSON_HEADERS, BeforeFirstByte, Call, forward_stream, forward_unary
+from .proxy import JSON_HEADERS, BeforeFirstByte, Call, ModelRename, forward_stream, forward_unary
 from .session_auth import CONSOLE_HEADER, SessionAuth, console_secret_key
 from .snapshot import Deployment, KeyEntry, Route, Snapshot, SnapshotKeeper
 
@@ -36,6 +38,9 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 log = logging.getLogger(__name__)
+# Fair-queue lag (in requests of weight 1) to an engine's integer priority, for the kinds that take one.
+PRIORITY_SCALE = 1000
+PRIORITY_KINDS = frozenset(k.value for k, a in ADAPTERS.items() if a.priority is PriorityCapability.REQUEST_FIELD)
 
 
 class ClientGone(Exception):
@@ -153,6 +158,8 @@ class Gateway:
             if snapshot is None:
                 raise GatewayError(503, "gateway_not_ready", "The gateway is starting; try again shortly.")
             authorization = _header(scope, b"authorization")
+            if authorization is None and (api_key := _header(scope, b"x-api-key")) is not None:
+                authorization = f"Bearer {api_key}"  # how Anthropic's clients send a key
             presented = (authorization or "").partition(" ")[2].strip()
             if authorization is None and _header(scope, b"cookie") is not None:
                 key = await self.session_principal(scope, snapshot)
@@ -196,19 +203,29 @@ class Gateway:
             ) from None
 
     async def guarded(self, call: Call, receive: Receive, work: Awaitable[None]) -> None:
-        """Run `work`; if the client goes away first, cancel it (which closes the engine request)."""
-        task = asyncio.ensure_future(work)
+        """Run `work` in this task; if the client goes away first, cancel it (which closes the engine request)."""
+        task = asyncio.current_task()
+        assert task is not None
         watcher = asyncio.ensure_future(_wait_disconnect(receive))
-        try:
-            await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not task.done():
+        state = {"running": True, "gone": False}
+
+        def client_gone(done: asyncio.Future[None]) -> None:
+            # A callback already scheduled when `work` ended must not cancel what this task does next.
+            if state["running"] and not done.cancelled():
+                state["gone"] = True
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                raise ClientGone
+
+        watcher.add_done_callback(client_gone)
+        try:
+            await work
+        except asyncio.CancelledError:
+            if not state["gone"]:
+                raise
+            task.uncancel()
+            raise ClientGone from None
+        finally:
+            state["running"] = False
             watcher.cancel()
-        task.result()
 
     async def models(self, snapshot: Snapshot, key: KeyEntry, call: Call, send: Send) -> None:
         data = [
@@ -231,11 +248,11 @@ class Gateway:
         department = key.department
         failure: GatewayError | None = None
         for dep in candidates:
-            body = upstream_body(request, route, dep, endpoint)
+            upstream_body(request, route, dep, endpoint)  # refuse what this deployment cannot take before queuing
             limiter = self.limiter(dep)
             metrics.QUEUED.labels(dep.name).inc()
             try:
-                await limiter.acquire(department.id, department.weight, self.config.queue_timeout_seconds)
+                lag = await limiter.acquire(department.id, department.weight, self.config.queue_timeout_seconds)
             except QueueFull:
                 raise GatewayError(429, "overloaded", "Too many requests are waiting; try again shortly.") from None
             except QueueTimeout:
@@ -248,6 +265,9 @@ class Gateway:
             call.deployment = dep.name
             call.attempts.append(dep.name)
             url = dep.endpoint + endpoint.path
+            priority = round(lag * PRIORITY_SCALE) if dep.kind in PRIORITY_KINDS else None
+            body = upstream_body(request, route, dep, endpoint, priority)
+            rename = ModelRename(dep.served_name, route.alias)
             try:
                 if request.stream:
                     await forward_stream(
@@ -260,9 +280,10 @@ class Gateway:
                         lambda c: self._audited(c, key),
                         request.wants_usage,
                         self.clock,
+                        rename,
                     )
                 else:
-                    await forward_unary(self.client, url, body, call, send, lambda c: self._audited(c, key))
+                    await forward_unary(self.client, url, body, call, send, lambda c: self._audited(c, key), rename)
                 return
             except BeforeFirstByte as exc:
                 failure = exc.error
@@ -380,12 +401,14 @@ def _client_ip(scope: Scope) -> str:
 
 
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    too_large = GatewayError(
-        413, "request_too_large", f"The request body is larger than the gateway accepts ({limit} bytes)."
-    )
+    def too_large() -> GatewayError:
+        return GatewayError(
+            413, "request_too_large", f"The request body is larger than the gateway accepts ({limit} bytes)."
+        )
+
     declared = _header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
+        raise too_large()
     parts: list[bytes] = []
     size = 0
     while True:
@@ -395,7 +418,7 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise too_large
+            raise too_large()
         parts.append(chunk)
         if not message.get("more_body", False):
             return b"".join(parts)

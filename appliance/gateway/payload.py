@@ -19,12 +19,15 @@ class Endpoint:
     path: str
     task: str
     input_field: str
+    # Anthropic's Messages API (engines that serve it: vLLM, ds4, llama.cpp); OpenAI's otherwise.
+    anthropic: bool = False
 
 
 ENDPOINTS = {
     "/v1/chat/completions": Endpoint("/v1/chat/completions", "chat", "messages"),
     "/v1/completions": Endpoint("/v1/completions", "chat", "prompt"),
     "/v1/embeddings": Endpoint("/v1/embeddings", "embedding", "input"),
+    "/v1/messages": Endpoint("/v1/messages", "chat", "messages", anthropic=True),
 }
 
 _EFFORT = {"none": "off", "off": "off", "minimal": "high", "low": "high", "medium": "high", "high": "high"}
@@ -82,6 +85,8 @@ def parse_request(raw: bytes, endpoint: Endpoint) -> ParsedRequest:
     if stream and endpoint.task == "embedding":
         raise GatewayError(400, "invalid_type", "Embeddings cannot be streamed.", param="stream")
     max_tokens: int | None = None
+    if endpoint.anthropic and body.get("max_tokens") is None:
+        raise GatewayError(400, "missing_field", "“max_tokens” is required.", param="max_tokens")
     for name in ("max_tokens", "max_completion_tokens"):
         limit = body.get(name)
         if limit is not None:
@@ -110,8 +115,11 @@ def thinking_mode(request: ParsedRequest, route: Route) -> str:
     return _EFFORT[request.effort] if request.effort is not None else route.thinking
 
 
-def upstream_body(request: ParsedRequest, route: Route, deployment: Deployment, endpoint: Endpoint) -> bytes:
-    """The body sent to `deployment`: its served model name, thinking mapped, usage asked for."""
+def upstream_body(
+    request: ParsedRequest, route: Route, deployment: Deployment, endpoint: Endpoint, priority: int | None = None
+) -> bytes:
+    """The body sent to `deployment`: its served model name, thinking mapped, usage asked for, and the
+    gateway's priority for engines that schedule by one (a client's own "priority" never reaches an engine)."""
     if request.max_tokens is not None and request.max_tokens > deployment.max_context:
         raise GatewayError(
             400,
@@ -123,6 +131,12 @@ def upstream_body(request: ParsedRequest, route: Route, deployment: Deployment, 
     body = dict(request.body)
     body["model"] = deployment.served_name
     body.pop("reasoning_effort", None)
+    body.pop("priority", None)
+    if endpoint.anthropic:
+        # Passed as the client wrote it (its own `thinking`; usage is always in Anthropic's stream).
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if priority is not None:
+        body["priority"] = priority
     if endpoint.task == "chat":
         mode = thinking_mode(request, route)
         if mode == "max" and deployment.max_context < THINKING_MAX_MIN_CONTEXT:

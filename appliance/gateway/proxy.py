@@ -17,7 +17,7 @@ import aiohttp
 
 from .errors import GatewayError, error_body
 
-__all__ = ["BeforeFirstByte", "Call", "forward_stream", "forward_unary"]
+__all__ = ["BeforeFirstByte", "Call", "ModelRename", "forward_stream", "forward_unary"]
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -28,6 +28,9 @@ SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 DONE = b"data: [DONE]"
+# Anthropic's Messages API ends a stream with this event and reports usage in message_start/message_delta.
+MESSAGE_STOP = b"event: message_stop"
+ANTHROPIC_PATHS = frozenset({"/v1/messages"})
 # How vLLM, llama.cpp and ds4 word "the input does not fit the context".
 _CONTEXT_MARKERS = (
     "maximum context length",
@@ -68,6 +71,28 @@ class Call:
     response_started: bool = False
 
 
+class ModelRename:
+    """Engines name their served model in every answer; the client asked for an alias and gets it back.
+
+    Applied to the bytes of one JSON object (a unary answer, or one SSE event): the first
+    `"model":"<served>"` (with or without a space after the colon, as engines write it) becomes the alias.
+    OpenAI objects name their model before any nested content, and a quote inside a string value is
+    escaped in JSON, so generated text cannot match."""
+
+    __slots__ = ("_pairs",)
+
+    def __init__(self, served: str, alias: str) -> None:
+        old, new = json.dumps(served).encode(), json.dumps(alias).encode()
+        pairs = ((b'"model":' + old, b'"model":' + new), (b'"model": ' + old, b'"model": ' + new))
+        self._pairs = () if old == new else pairs
+
+    def __call__(self, data: bytes) -> bytes:
+        for old, new in self._pairs:
+            if old in data:
+                return data.replace(old, new, 1)
+        return data
+
+
 def _upstream_error(status: int, content: bytes) -> GatewayError | BeforeFirstByte:
     """Map an engine's non-200 answer: 5xx may be retried elsewhere, 4xx is the client's to fix."""
     message = ""
@@ -86,10 +111,14 @@ def _upstream_error(status: int, content: bytes) -> GatewayError | BeforeFirstBy
 
 
 def _usage(call: Call, usage: Any) -> None:
+    """Token counts in OpenAI's names or Anthropic's; a stream may report them over several events."""
     if isinstance(usage, dict):
-        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        call.prompt_tokens = prompt if isinstance(prompt, int) else None
-        call.completion_tokens = completion if isinstance(completion, int) else None
+        prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+        completion = usage.get("completion_tokens", usage.get("output_tokens"))
+        if isinstance(prompt, int):
+            call.prompt_tokens = prompt
+        if isinstance(completion, int):
+            call.completion_tokens = completion
 
 
 def _transport_failure(exc: BaseException) -> BeforeFirstByte:
@@ -114,6 +143,7 @@ async def forward_unary(
     call: Call,
     send: Send,
     audit: Callable[[Call], Awaitable[None]],
+    rename: ModelRename,
 ) -> None:
     try:
         async with session.post(url, data=body, headers=UPSTREAM_HEADERS) as response:
@@ -127,14 +157,16 @@ async def forward_unary(
         parsed = json.loads(content)
     except (ValueError, UnicodeDecodeError):
         parsed = None
-    if not isinstance(parsed, dict) or "object" not in parsed:
+    anthropic = call.endpoint in ANTHROPIC_PATHS
+    if not isinstance(parsed, dict) or ((parsed.get("type") != "message") if anthropic else ("object" not in parsed)):
         raise BeforeFirstByte(
-            GatewayError(502, "upstream_invalid_response", "The engine sent an answer that is not OpenAI JSON.")
+            GatewayError(502, "upstream_invalid_response", "The engine sent an answer that is not in the API's shape.")
         )
     _usage(call, parsed.get("usage"))
     call.status, call.code = 200, ""
     await audit(call)  # raises GatewayError(audit_unavailable): the caller answers 503 instead
     call.response_started = True
+    content = rename(content)
     headers = [*JSON_HEADERS, (b"content-length", str(len(content)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": content})
@@ -155,6 +187,7 @@ async def forward_stream(
     audit: Callable[[Call], Awaitable[None]],
     wants_usage: bool,
     clock: Callable[[], float],
+    rename: ModelRename,
 ) -> None:
     try:
         response = await session.post(url, data=body, headers=UPSTREAM_HEADERS)
@@ -188,7 +221,7 @@ async def forward_stream(
         call.response_started = True
         call.first_byte_ms = (clock() - call.started) * 1000
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-        finished = await _pump(first, chunks, call, send, wants_usage)
+        finished = await _pump(first, chunks, call, send, wants_usage, rename)
     finally:
         # Not read to the end (client gone, engine died): the connection is closed, which makes the
         # engine abort the request; read to the end: it goes back to the pool.
@@ -198,36 +231,35 @@ async def forward_stream(
             response.close()
     if finished:
         call.status, call.code = 200, ""
+    anthropic = call.endpoint in ANTHROPIC_PATHS
     tail: bytes
     try:
         await audit(call)
-        tail = DONE + b"\n\n" if finished else _error_event(call)
+        if finished:
+            tail = (finished if anthropic else DONE) + b"\n\n"
+        else:
+            tail = _error_event("The engine stopped in the middle of the answer; ask again.", call.code, anthropic)
     except GatewayError:
         call.status, call.code = 503, "audit_unavailable"
-        tail = (
-            b"data: "
-            + error_body(
-                "The audit trail is unavailable; this answer could not be recorded.",
-                "server_error",
-                "audit_unavailable",
-            )
-            + b"\n\n"
-        )
+        message = "The audit trail is unavailable; this answer could not be recorded."
+        tail = _error_event(message, "audit_unavailable", anthropic)
     await send({"type": "http.response.body", "body": tail, "more_body": False})
 
 
-def _error_event(call: Call) -> bytes:
-    return (
-        b"data: "
-        + error_body("The engine stopped in the middle of the answer; ask again.", "server_error", call.code)
-        + b"\n\n"
-    )
+def _error_event(message: str, code: str, anthropic: bool) -> bytes:
+    if anthropic:
+        error = {"type": "error", "error": {"type": "api_error", "message": message, "code": code}}
+        return b"event: error\ndata: " + json.dumps(error, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + error_body(message, "server_error", code) + b"\n\n"
 
 
-async def _pump(first: bytes, chunks: Any, call: Call, send: Send, wants_usage: bool) -> bool:
-    """Pass events through as they complete; hold back [DONE]. True if the engine finished the stream."""
+async def _pump(first: bytes, chunks: Any, call: Call, send: Send, wants_usage: bool, rename: ModelRename) -> bytes:
+    """Pass events through as they complete; hold back the closing event ([DONE], or Anthropic's
+    message_stop) and return it if the engine finished the stream, else b"" (it broke off)."""
+    anthropic = call.endpoint in ANTHROPIC_PATHS
+    closing = MESSAGE_STOP if anthropic else DONE
     buffer = first
-    finished = False
+    finished = b""
     while True:
         out: list[bytes] = []
         while True:
@@ -235,24 +267,28 @@ async def _pump(first: bytes, chunks: Any, call: Call, send: Send, wants_usage: 
             if end < 0:
                 break
             event, buffer = buffer[:end], buffer[end + 2 :]
-            if event.startswith(DONE):
-                finished = True
+            if event.startswith(closing):
+                finished = event
                 continue
             if b'"usage":{' in event or b'"usage": {' in event:
+                data = event.find(b"data:")
                 try:
-                    parsed = json.loads(event[5:] if event.startswith(b"data:") else event)
-                    _usage(call, parsed.get("usage"))
-                    if not wants_usage and not parsed.get("choices"):
-                        continue  # the client did not ask for the usage-only event
+                    parsed = json.loads(event[data + 5 :] if data >= 0 else event)
+                    usage = parsed.get("usage")
+                    if usage is None and isinstance(parsed.get("message"), dict):
+                        usage = parsed["message"].get("usage")  # Anthropic's message_start
+                    _usage(call, usage)
+                    if not anthropic and not wants_usage and not parsed.get("choices"):
+                        continue  # the client did not ask for the usage-only event (the gateway did)
                 except (ValueError, AttributeError):
                     pass
-            out.append(event + b"\n\n")
+            out.append(rename(event) + b"\n\n")
         if out:
             await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
         if finished:
-            return True
+            return finished
         try:
             buffer += await anext(chunks)
         except (*TRANSPORT_ERRORS, StopAsyncIteration):
             call.status, call.code = 502, "upstream_interrupted"
-            return False
+            return b""

@@ -11,6 +11,7 @@ from mgmt.accounts.access import require_role
 from mgmt.accounts.models import Department, Role
 
 from .errors import RoutingError
+from .health import deployment_loads
 from .models import Deployment, EngineKind, Model, Route, Thinking
 from .services import (
     TargetSpec,
@@ -24,9 +25,13 @@ from .usage import HEIGHT, WIDTH, usage_charts
 
 
 def _page(request: HttpRequest, error: RoutingError | None = None) -> HttpResponse:
+    deployments = list(Deployment.objects.select_related("model"))
+    loads = deployment_loads(deployments)
+    for deployment in deployments:
+        deployment.load = loads.get(deployment.pk)  # type: ignore[attr-defined]
     context = {
         "models": Model.objects.all(),
-        "deployments": Deployment.objects.select_related("model"),
+        "deployments": deployments,
         "routes": Route.objects.select_related("department").prefetch_related("targets__deployment"),
         "departments": Department.objects.all(),
         "kinds": EngineKind.choices,

@@ -3,6 +3,7 @@ and tests, configured watch directories. A bundle is a directory named ENCLAVE-*
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,21 +38,29 @@ class FoundBundle:
         return [(name, files, size) for name, (files, size) in sorted(totals.items())]
 
 
+def _unescape_mount_field(field: str) -> str:
+    """/proc/self/mounts writes space, tab, newline and backslash in a path as octal escapes (\\040 ...)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
 def removable_mount_points() -> list[Path]:
-    """Mount points of removable USB partitions, from udev and /proc/self/mounts."""
+    """Mount points of USB block devices (partitions, or a whole stick formatted without a partition
+    table), from udev's view of the devices and the kernel's mount table."""
     import pyudev
 
     context = pyudev.Context()
     nodes = {
         dev.device_node
-        for dev in context.list_devices(subsystem="block", DEVTYPE="partition")
-        if dev.get("ID_BUS") == "usb" and dev.device_node
+        for dev in context.list_devices(subsystem="block")
+        if dev.properties.get("ID_BUS") == "usb"
+        and dev.device_node
+        and dev.properties.get("DEVTYPE") in ("disk", "partition")
     }
     mounts = []
     for line in Path("/proc/self/mounts").read_text().splitlines():
         source, target = line.split()[:2]
-        if source in nodes:
-            mounts.append(Path(target.replace("\\040", " ")))
+        if _unescape_mount_field(source) in nodes:
+            mounts.append(Path(_unescape_mount_field(target)))
     return mounts
 
 

@@ -1,5 +1,6 @@
 """The health gate run after the pointer flip: every pointer resolves, every configured engine answers
-/health and a one-token smoke chat completion. A failure rolls the appliance back to N-1."""
+/health, serves the model under the activated models pointer, and answers a one-token smoke chat
+completion. A failure rolls the appliance back to N-1 (decision 0404)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,34 @@ def _wait_healthy(client: httpx.Client, base: str, deadline: float) -> None:
     raise HealthCheckFailed(f"engine {base} did not become healthy ({last})")
 
 
+def _served_root(client: httpx.Client, base: str) -> str | None:
+    """The model directory the engine says it loaded (vLLM's /v1/models `root`), or None if it cannot say."""
+    try:
+        models = client.get(f"{base}/v1/models").json()["data"]
+        root = models[0].get("root")
+    except (httpx.HTTPError, KeyError, IndexError, ValueError, AttributeError):
+        return None
+    return root if isinstance(root, str) else None
+
+
+def _wait_serving_pointer(client: httpx.Client, base: str, models: Path, deadline: float) -> None:
+    """Wait until the engine serves a model from the activated release: the old engine may still answer
+    while it is being restarted on the new model. Without a models pointer there is nothing to compare."""
+    if not models.is_dir():
+        return
+    activated = models.resolve()
+    root: str | None = None
+    while time.monotonic() < deadline:
+        root = _served_root(client, base)
+        if root is not None and Path(root).resolve().is_relative_to(activated):
+            return
+        time.sleep(1.0)
+    raise HealthCheckFailed(
+        f"engine {base} serves {root or 'no model'}, not the activated model under {activated}; "
+        "it was not restarted on the new release"
+    )
+
+
 def _smoke(client: httpx.Client, base: str) -> None:
     try:
         models = client.get(f"{base}/v1/models").json()["data"]
@@ -45,6 +74,9 @@ def engine_health_gate(pointers: Path) -> None:
             raise HealthCheckFailed(f"{link.name} points at a directory that does not exist")
     deadline = time.monotonic() + settings.UPDATES_HEALTH_TIMEOUT_SECONDS
     with httpx.Client(timeout=10.0) as client:
-        for base in settings.UPDATES_SMOKE_ENDPOINTS:
-            _wait_healthy(client, base.rstrip("/"), deadline)
-            _smoke(client, base.rstrip("/"))
+        for endpoint in settings.UPDATES_SMOKE_ENDPOINTS:
+            base = endpoint.rstrip("/")
+            _wait_healthy(client, base, deadline)
+            _wait_serving_pointer(client, base, pointers / "models", deadline)
+            _wait_healthy(client, base, deadline)  # the engine now answering may be the restarted one
+            _smoke(client, base)

@@ -20,6 +20,7 @@ from tuf.api.metadata import Metadata, TargetFile, Targets
 
 from appliance.bundles import vendor
 from appliance.bundles.errors import BundleError
+from appliance.bundles.layout import MAX_ROOT_ROTATIONS
 from appliance.bundles.manager import UpdateManager
 from tests.bundles.conftest import PAYLOAD, Appliance, VendorKit, healthy, snapshot_tree
 
@@ -361,3 +362,42 @@ def test_root_rotation_is_followed_and_old_targets_keys_are_dropped(
     live.activate(healthy)
     trust = json.loads(live.trust_file.read_text())
     assert json.loads(trust["root"])["signed"]["version"] == 2
+
+
+@pytest.mark.slow
+def test_root_rotation_chain_longer_than_the_limit_is_refused(
+    tmp_path: Path, kit: VendorKit, live: UpdateManager
+) -> None:
+    """A real chain: every root N+1 signed by two keys of root N. MAX_ROOT_ROTATIONS steps are walked;
+    one more is refused before any of the chain is trusted (a stick cannot make the appliance walk forever)."""
+    signers = [kit.signer("root-1"), kit.signer("root-2")]
+    previous = Metadata.from_file(str(kit.roots_dir / "1.root.json"))
+    for _ in range(MAX_ROOT_ROTATIONS):
+        previous = vendor.rotate_root(
+            previous,  # type: ignore[arg-type]
+            root_keys=[kit.public[f"root-{i}"] for i in (1, 2, 3)],
+            targets_keys=[kit.public[f"targets-{i}"] for i in (1, 2, 3)],
+            release_key=kit.public["release"],
+            old_signers=signers,
+            new_signers=signers,
+        )
+        vendor.write_metadata(kit.roots_dir / f"{previous.signed.version}.root.json", previous)
+    at_the_limit = kit.build(tmp_path / "limit", PAYLOAD, "2026Q4", 2)
+    assert json.loads(live.verify(at_the_limit).metadata["root"])["signed"]["version"] == 1 + MAX_ROOT_ROTATIONS
+
+    one_more = vendor.rotate_root(
+        previous,  # type: ignore[arg-type]
+        root_keys=[kit.public[f"root-{i}"] for i in (1, 2, 3)],
+        targets_keys=[kit.public[f"targets-{i}"] for i in (1, 2, 3)],
+        release_key=kit.public["release"],
+        old_signers=signers,
+        new_signers=signers,
+    )
+    vendor.write_metadata(kit.roots_dir / f"{one_more.signed.version}.root.json", one_more)
+    too_long = kit.build(tmp_path / "over", PAYLOAD, "2026Q4", 2)
+    before = observable(live)
+    with pytest.raises(BundleError) as caught:
+        live.import_bundle(too_long)
+    assert caught.value.code == "bundle.too_many_rotations", str(caught.value)
+    assert observable(live) == before
+    assert live.read_state()["last"]["code"] == "bundle.too_many_rotations"

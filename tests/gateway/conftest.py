@@ -157,7 +157,13 @@ def world(committed_db: None) -> World:
 
 
 def add_deployment(
-    name: str, url: str, *, max_context: int = 2048, concurrency: int = 8, task: str = Task.CHAT
+    name: str,
+    url: str,
+    *,
+    max_context: int = 2048,
+    concurrency: int = 8,
+    task: str = Task.CHAT,
+    kind: str = EngineKind.VLLM_CPU,
 ) -> Deployment:
     from mgmt.routing.models import Model
 
@@ -167,7 +173,7 @@ def add_deployment(
     return do_create_deployment(
         name,
         model=model,
-        kind=EngineKind.VLLM_CPU,
+        kind=kind,
         endpoint=url,
         max_context=max_context,
         max_concurrency=concurrency,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
+import httpx
 import openai
 import pytest
 
@@ -39,12 +40,97 @@ def test_openai_client_through_the_gateway_to_vllm(world, vllm_engine, engine_ro
 
     text = api.completions.create(model="default", prompt="Once", max_tokens=4)
     assert text.usage.completion_tokens <= 4
+    # vLLM runs with --scheduling-policy priority and took the gateway's priority (else it refuses the
+    # field); the client hears the alias, not the served name.
+    assert reply.model == text.model == "default"
+    assert {c.model for c in chunks} == {"default"}
 
     # 4xx: a prompt longer than the engine's context; vLLM refuses it, the gateway names it.
     with pytest.raises(openai.BadRequestError) as too_long:
         api.chat.completions.create(model="default", messages=[{"role": "user", "content": "word " * 3000}])
     assert too_long.value.code == "context_length_exceeded"
     assert _last().data["code"] == "context_length_exceeded"
+
+
+def test_anthropic_messages_through_the_gateway_to_vllm(world, vllm_engine, engine_route, gateway):
+    """DESIGN.md's "welcome extra": Anthropic's Messages API, with the same key, route, audit and codes."""
+    import anthropic
+
+    gw = gateway()
+    api = anthropic.Anthropic(base_url=gw.url, api_key=world.nurse_key, max_retries=0, timeout=120)
+    hi = [{"role": "user", "content": "Hello"}]
+
+    reply = api.messages.create(model="default", max_tokens=8, messages=hi)
+    assert reply.type == "message" and reply.model == "default"
+    assert 0 < reply.usage.output_tokens <= 8
+    event = _last()
+    assert (event.data["endpoint"], event.data["status"]) == ("/v1/messages", 200)
+    assert (event.data["prompt_tokens"], event.data["completion_tokens"]) == (
+        reply.usage.input_tokens,
+        reply.usage.output_tokens,
+    )
+
+    with api.messages.stream(model="default", max_tokens=8, messages=hi, extra_body={"ignore_eos": True}) as stream:
+        kinds = [e.type for e in stream]
+        final = stream.get_final_message()
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"  # held back, then sent after the audit
+    assert final.model == "default" and final.usage.output_tokens == 8
+    assert (_last().data["stream"], _last().data["completion_tokens"]) == (True, 8)
+
+    # Anthropic's tools send the key as x-api-key.
+    raw = httpx.post(
+        f"{gw.url}/v1/messages",
+        headers={"x-api-key": world.nurse_key},
+        json={"model": "default", "max_tokens": 4, "messages": hi},
+        timeout=120,
+    )
+    assert (raw.status_code, raw.json()["model"]) == (200, "default")
+
+    # Bad input gets the gateway's codes here too.
+    with pytest.raises(anthropic.BadRequestError) as no_limit:
+        api.messages.create(model="default", messages=hi, max_tokens=None)  # type: ignore[arg-type]
+    assert no_limit.value.body["error"]["code"] == "missing_field"
+    with pytest.raises(anthropic.NotFoundError) as unknown:
+        api.messages.create(model="gpt-4", max_tokens=8, messages=hi)
+    assert unknown.value.body["error"]["code"] == "model_not_found"
+    with pytest.raises(anthropic.AuthenticationError):
+        anthropic.Anthropic(base_url=gw.url, api_key="enc_nope_nope", max_retries=0).messages.create(
+            model="default", max_tokens=8, messages=hi
+        )
+    assert _last().data["code"] == "invalid_api_key"
+
+
+def test_engines_page_shows_the_load_the_engine_reports(world, vllm_engine, engine_route, gateway):
+    from django.core.cache import cache
+
+    from mgmt.accounts.models import Role
+    from mgmt.routing.health import probe_deployments
+    from tests.fixtures.personas import make_user, verified_client
+
+    cache.clear()  # no load figure left over from an earlier test's deployment
+    admin = verified_client(make_user("ann.admin", Role.APPLIANCE_ADMIN, None))
+    api = openai.OpenAI(base_url=f"{gateway().url}/v1", api_key=world.nurse_key, max_retries=0, timeout=120)
+    page = lambda: admin.get("/routing/").content.decode()  # noqa: E731
+    assert "no report" in page()
+    probe_deployments()
+    assert "0 running, 0 waiting; KV cache 0.0%" in page()
+
+    # While a long answer streams, the next probe sees it running.
+    stream = api.chat.completions.create(
+        model="default",
+        messages=[{"role": "user", "content": "Hello"}],
+        max_tokens=1500,
+        stream=True,
+        extra_body={"ignore_eos": True},
+    )
+    next(iter(stream))
+
+    def seen_running() -> bool:
+        probe_deployments()
+        return "1 running, 0 waiting" in page()
+
+    wait_for(seen_running, timeout=60, what="the engine's load on the Engines page")  # vLLM's gauges lag a step
+    stream.close()
 
 
 def test_engine_killed_mid_stream_then_restarted(world, vllm_engine, engine_route, gateway):

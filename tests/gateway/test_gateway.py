@@ -13,7 +13,7 @@ import pytest
 from mgmt.accounts.models import ApiKey
 from mgmt.accounts.services import do_create_api_key, do_revoke_api_key
 from mgmt.audit.models import AuditEvent
-from mgmt.routing.models import Task
+from mgmt.routing.models import EngineKind, Task
 from tests.fixtures.processes import wait_for
 
 from .conftest import add_deployment, route
@@ -126,6 +126,9 @@ def test_each_bad_input_has_its_code_and_an_audit_event(world, upstream, gateway
         ("revoked key", {"Authorization": f"Bearer {revoked.secret}"}, good, 401, "revoked_api_key"),
         ("expired key", {"Authorization": f"Bearer {soon.secret}"}, good, 401, "expired_api_key"),
         ("unknown alias", bearer, {**good, "model": "gpt-4"}, 404, "model_not_found"),
+        # PostgreSQL refuses NUL in text: the audit must still record it (one bad value must not fail
+        # the group commit it shares with other requests, which would answer them all 503).
+        ("alias with a NUL", bearer, {**good, "model": "de\u0000fault"}, 404, "model_not_found"),
         ("other department's alias", bearer, {**good, "model": "legal"}, 403, "model_not_allowed"),
         ("malformed json", bearer, b'{"model": "default", "messages": [', 400, "invalid_json"),
         ("json not an object", bearer, b"[1, 2]", 400, "invalid_json"),
@@ -300,6 +303,33 @@ def test_thinking_modes_become_chat_template_kwargs(world, upstream, gateway):
     assert sent(model="reasoning", reasoning_effort="none")["chat_template_kwargs"] == {"thinking": False}
     assert "chat_template_kwargs" not in sent(model="default")
     assert sent(model="default", reasoning_effort="medium")["chat_template_kwargs"]["thinking"] is True
+
+
+def test_engines_get_the_fair_queue_priority_and_clients_see_only_the_alias(world, upstream, gateway):
+    echo = upstream("--echo")
+    route(world.emergency, "default", add_deployment("echo-vllm", echo.url))
+    route(world.emergency, "small", add_deployment("echo-llama", echo.url, kind=EngineKind.LLAMA_CPP))
+    gw = gateway()
+    api = client(gw, world.nurse_key)
+    hi = [{"role": "user", "content": "hi"}]
+
+    # A client's own priority never reaches the engine; vLLM gets the fair queue's: an idle department's
+    # request lags the virtual clock by 1/weight (Emergency weighs 3), scaled to an integer.
+    reply = api.chat.completions.create(model="default", messages=hi, extra_body={"priority": -1000})
+    sent = reply.model_extra["enclave_test_echo"]
+    assert sent["priority"] == 333
+    assert sent["model"] == "fixture-model"  # the engine is asked for its served name ...
+    assert reply.model == "default"  # ... and the client hears only the alias it asked for
+    stream = api.chat.completions.create(model="default", messages=hi, stream=True, extra_body={"priority": 0})
+    chunks = list(stream)
+    assert chunks and {c.model for c in chunks} == {"default"}
+    assert chunks[0].model_extra["enclave_test_echo"]["priority"] == 333
+    assert api.completions.create(model="default", prompt="hi").model == "default"
+
+    # llama.cpp schedules in arrival order: no priority field at all.
+    small = api.chat.completions.create(model="small", messages=hi, extra_body={"priority": -5})
+    assert "priority" not in small.model_extra["enclave_test_echo"]
+    assert small.model == "small"
 
 
 def test_departments_see_and_use_only_their_own_routes(world, upstream, gateway):
