@@ -81,7 +81,10 @@ def _ttft(client: httpx.Client, url: str) -> float:
         "ignore_eos": True,
     }
     t0 = time.perf_counter()
-    with client.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
+    # A fresh connection after the stream: llama-server closes its side after every streamed response although
+    # it announced keep-alive, and a reused one then fails (tests/gateway/test_llamacpp.py). Same for both engines.
+    headers = {"Connection": "close"}
+    with client.stream("POST", f"{url}/v1/chat/completions", json=body, headers=headers) as response:
         lines = response.iter_lines()
         for line in lines:
             if line.startswith("data: ") and '"content":"' in line:

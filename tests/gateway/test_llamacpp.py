@@ -65,3 +65,16 @@ def test_prompt_longer_than_the_deployment_allows(world, llama_engine, llama_rou
         api.chat.completions.create(model="default", messages=[{"role": "user", "content": "Hi"}], max_tokens=4096)
     assert too_many.value.code == "context_length_exceeded"
     assert too_many.value.param == "max_tokens"
+
+
+def test_requests_after_a_stream_find_a_working_connection(world, llama_engine, llama_route, gateway):
+    """llama-server closes its side of the connection after every streamed response (its chunked content provider
+    ends a stream by returning false, which cpp-httplib treats as an error) although it announced keep-alive. A
+    connection handed back to aiohttp's pool after a stream would fail the next POST ("Can not write request
+    body": aiohttp retries only idempotent methods), so the gateway must not reuse it; each answer here is 200."""
+    api = openai.OpenAI(base_url=f"{gateway().url}/v1", api_key=world.nurse_key, max_retries=0, timeout=120)
+    hi = [{"role": "user", "content": "Hello"}]
+    for _ in range(5):
+        assert len(list(api.chat.completions.create(model="default", messages=hi, max_tokens=4, stream=True))) >= 1
+        assert api.chat.completions.create(model="default", messages=hi, max_tokens=2).usage.completion_tokens >= 1
+        assert _last().outcome == "ok"
