@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from image import debs, disk, fixture, sign, wheels
+from image import debs, disk, fixture, sign, stick, wheels
 from image.errors import ConfigInvalid, ImageError, ProvisionFailed, ProvisionNotIdempotent
 from image.hashes import atomic_write, sha256_file, write_manifest
 
@@ -112,7 +112,7 @@ def in_chroot(root: Path, argv: list[str], *, env: dict[str, str] | None = None)
 
 def stage_software(root: Path, house: Path, project_wheel_dir: Path, model_key_path: Path) -> None:
     """Copy what the playbook installs from into the tree: wheelhouse (with the Enclave wheel),
-    provisioning, policies, the fixture weights and the vendor's model key."""
+    provisioning, policies, the fixture weights, the vendor's model key and bundle trust root."""
     opt = root / "opt" / "enclave"
     target = opt / "wheelhouse"
     if target.exists():
@@ -134,6 +134,8 @@ def stage_software(root: Path, house: Path, project_wheel_dir: Path, model_key_p
     model_key = sign.load_or_create_key(model_key_path)
     fixture.write_fixture_model(root / "var" / "lib" / "enclave" / "models", model_key)
     atomic_write(root / "etc" / "enclave" / "trust" / "models-ed25519.pub", sign.public_pem(model_key))
+    # The update bundles' trust root (TUF 1.root.json of the vendor's keys; image/stick.py).
+    atomic_write(root / "etc" / "enclave" / "trust" / "bundle-root.json", stick.trust_root(model_key_path.parent))
     # Unique per box, made at first boot: SSH host keys and the machine id.
     for key in (root / "etc" / "ssh").glob("ssh_host_*"):
         key.unlink()
