@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import http.client
+import json
 import re
 import socket
 import time
@@ -273,6 +274,60 @@ def test_a_signed_bundle_from_the_stick_is_imported_and_activated_offline(
     status, _, audit = admin.get("/audit/?action=bundle.import")
     assert status == 200
     assert "2026Q4" in audit
+
+
+def test_a_chat_completion_goes_through_nginx_and_the_gateway_to_llama_server(
+    machine: vm.VM, admin: ConsoleSession
+) -> None:
+    """The image's engine (llama.cpp's llama-server serving the signed GGUF fixture, enclave-engine@llama)
+    was registered at first boot as deployment `llama` behind General/default; a staff member's API key,
+    issued from the console, gets a chat completion through nginx -> gateway -> llama-server."""
+    machine.wait_for_console("enclave-firstboot: route General/default -> llama", timeout=BOOT_TIMEOUT)
+    machine.wait_for_console("enclave-engine: llama healthy", timeout=BOOT_TIMEOUT)
+    startup = first(r"enclave-engine: llama healthy ([0-9.]+) s after its start", machine.console_text())
+    print(f"\nimage-test: llama-server answered /health {startup} s after its unit started")
+    assert "enclave-model-verify: enclave-fixture-gguf/1 OK (1 files)" in machine.console_text()
+    status, _, page = admin.get("/users/")
+    assert status == 200, page[:500]
+    department = first(r'<option value="(\d+)">General</option>', page)
+    form = {"username": "radiology-app", "role": "staff", "department": department, "full_name": "", "email": ""}
+    status, _, page = admin.post("/users/", form)
+    assert status == 200, page[:1500]
+    user_id = first(r'href="/users/(\d+)/"', page)
+    status, _, page = admin.post(f"/users/{user_id}/keys/", {"name": "image boot test"})
+    assert status == 200, page[:1500]
+    key = first(r'<code id="api-key">([^<]+)</code>', page)
+    request = {"model": "default", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    status, answer = 0, b""
+    while time.monotonic() < deadline:
+        try:
+            status, _, answer, _ = machine.https_request(
+                "POST",
+                "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+                body=json.dumps(request).encode(),
+                timeout=300,
+            )
+        except (TimeoutError, OSError, http.client.HTTPException):
+            continue
+        if status not in (502, 503, 504):
+            break
+        time.sleep(5)
+    assert status == 200, answer[:1000]
+    completion = json.loads(answer)
+    assert completion["object"] == "chat.completion"
+    assert completion["choices"][0]["message"]["role"] == "assistant"
+    assert completion["usage"]["completion_tokens"] >= 1
+    status, _, answer, _ = machine.https_request(
+        "POST",
+        "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}x", "Content-Type": "application/json"},
+        body=json.dumps(request).encode(),
+        timeout=120,
+    )
+    assert status == 401
+    assert b"invalid_api_key" in answer
 
 
 def test_the_guest_powers_down_cleanly(machine: vm.VM) -> None:
