@@ -47,6 +47,7 @@ def _write_signed(version_dir: Path, model: str, files: dict[str, bytes], key: E
     entries = {}
     for name, data in files.items():
         atomic_write(version_dir / name, data)
+        (version_dir / name).chmod(0o644)  # the engines (user enclave) read the weights
         entries[name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     manifest = json.dumps({"model": model, "version": VERSION, "files": entries}, indent=1, sort_keys=True).encode()
     atomic_write(version_dir / "manifest.json", manifest)

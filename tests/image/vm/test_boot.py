@@ -127,7 +127,7 @@ def test_the_gateway_answers_behind_nginx_and_wants_a_key(machine: vm.VM) -> Non
 
 
 def test_the_signed_fixture_weights_were_verified_at_boot(machine: vm.VM) -> None:
-    machine.wait_for_console("enclave-model-verify: 1 active model(s) verified", timeout=BOOT_TIMEOUT)
+    machine.wait_for_console("enclave-model-verify: 2 active model(s) verified", timeout=BOOT_TIMEOUT)
     assert "enclave-model-verify: enclave-fixture/1 OK (2 files)" in machine.console_text()
 
 
