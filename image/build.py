@@ -16,19 +16,27 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from image import debs, disk, fixture, sign, wheels
-from image.errors import ConfigInvalid, ImageError, ProvisionFailed, ProvisionNotIdempotent
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from image import debs, disk, fixture, sign, stick, wheels
+from image.errors import ConfigInvalid, EngineMissing, ImageError, ProvisionFailed, ProvisionNotIdempotent
 from image.hashes import atomic_write, sha256_file, write_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 HERE = REPO / "image"
 IMAGE_NAME = "enclave.raw"
+# The engine of the CPU image and the model it serves (mk/llama.mk: make llama-server fixture-gguf).
+LLAMA_SERVER = Path(os.environ.get("ENCLAVE_IMAGE_LLAMA_SERVER", REPO / "build" / "llama.cpp" / "bin" / "llama-server"))
+FIXTURE_GGUF = Path(
+    os.environ.get("ENCLAVE_IMAGE_FIXTURE_GGUF", REPO / "build" / "fixture-gguf" / "enclave-fixture.gguf")
+)
 
 
 class Timer:
@@ -112,7 +120,7 @@ def in_chroot(root: Path, argv: list[str], *, env: dict[str, str] | None = None)
 
 def stage_software(root: Path, house: Path, project_wheel_dir: Path, model_key_path: Path) -> None:
     """Copy what the playbook installs from into the tree: wheelhouse (with the Enclave wheel),
-    provisioning, policies, the fixture weights and the vendor's model key."""
+    provisioning, policies, the fixture weights, the vendor's model key and bundle trust root."""
     opt = root / "opt" / "enclave"
     target = opt / "wheelhouse"
     if target.exists():
@@ -133,7 +141,12 @@ def stage_software(root: Path, house: Path, project_wheel_dir: Path, model_key_p
             )
     model_key = sign.load_or_create_key(model_key_path)
     fixture.write_fixture_model(root / "var" / "lib" / "enclave" / "models", model_key)
+    stage_engine(root, model_key)
     atomic_write(root / "etc" / "enclave" / "trust" / "models-ed25519.pub", sign.public_pem(model_key))
+    # The update bundles' trust root (TUF 1.root.json of the vendor's keys; image/stick.py).
+    atomic_write(root / "etc" / "enclave" / "trust" / "bundle-root.json", stick.trust_root(model_key_path.parent))
+    for public in (root / "etc" / "enclave" / "trust").iterdir():
+        public.chmod(0o644)  # public keys and the TUF root: the services (user enclave) read them
     # Unique per box, made at first boot: SSH host keys and the machine id.
     for key in (root / "etc" / "ssh").glob("ssh_host_*"):
         key.unlink()
@@ -144,6 +157,29 @@ def stage_software(root: Path, house: Path, project_wheel_dir: Path, model_key_p
         encoding="utf-8",
     )
     (root / "etc" / "fstab").write_text("UUID=@ROOT_UUID@ / ext4 errors=remount-ro 0 1\n", encoding="utf-8")
+
+
+def stage_engine(root: Path, model_key: Ed25519PrivateKey) -> None:
+    """llama-server as the tarball the engines role unpacks (llamacpp/bin/llama-server), and the GGUF
+    fixture signed into the model store as enclave-fixture-gguf/1 (decision 0502)."""
+    for path, target in ((LLAMA_SERVER, "make llama-server"), (FIXTURE_GGUF, "make fixture-gguf")):
+        if not path.is_file():
+            raise EngineMissing(f"{path} is missing: run `{target}` (a prerequisite of make image)")
+    sources = root / "opt" / "enclave" / "sources"
+    sources.mkdir(parents=True, exist_ok=True)
+    partial = sources / ".llama.cpp-bin.tar.gz.partial"
+
+    def as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        info.mode = 0o755
+        info.mtime = 0
+        return info
+
+    with tarfile.open(partial, "w:gz") as tar:
+        tar.add(LLAMA_SERVER, arcname="llamacpp/bin/llama-server", filter=as_root)
+    partial.replace(sources / "llama.cpp-bin.tar.gz")
+    fixture.write_gguf_model(root / "var" / "lib" / "enclave" / "models", model_key, FIXTURE_GGUF)
 
 
 _RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)

@@ -70,3 +70,9 @@ class ToolFailed(ImageError):
     """An external build tool (mmdebstrap, mkfs, syslinux, ...) failed."""
 
     code = "IMAGE_TOOL_FAILED"
+
+
+class EngineMissing(ImageError):
+    """The engine the image ships (llama-server) or the model it serves was not built."""
+
+    code = "IMAGE_ENGINE_MISSING"

@@ -1,7 +1,9 @@
-"""Fixture weights for the CPU image: deterministic bytes in place of real weights, signed like real ones.
+"""Fixture models for the CPU image, signed like real ones with the vendor's model key.
 
-They exercise the model store's signed-manifest check at boot; they are not a model an engine loads
-(see docs/decisions/0502-no-engine-in-the-ci-image.md).
+- enclave-fixture/1: deterministic bytes in place of real weights (no engine loads them); they exercise
+  the model store's signed-manifest check at boot.
+- enclave-fixture-gguf/1: the tiny GGUF fixture (appliance/engines/fixture_gguf.py, `make fixture-gguf`)
+  as model.gguf, which the image's llama-server engine serves (docs/decisions/0502).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from image.hashes import atomic_write
 
 MODEL, VERSION = "enclave-fixture", "1"
+GGUF_MODEL = "enclave-fixture-gguf"
 
 
 def _blob(seed: str, size: int) -> bytes:
@@ -28,16 +31,25 @@ def _blob(seed: str, size: int) -> bytes:
 
 def write_fixture_model(store: Path, key: Ed25519PrivateKey) -> Path:
     """Write <store>/enclave-fixture/1/{weights.bin, config.json, manifest.json, manifest.sig}."""
-    version_dir = store / MODEL / VERSION
     files = {
         "config.json": json.dumps({"model_type": "enclave-fixture", "note": "fixture weights"}).encode(),
         "weights.bin": _blob("enclave-fixture-weights", 1 << 20),
     }
+    return _write_signed(store / MODEL / VERSION, MODEL, files, key)
+
+
+def write_gguf_model(store: Path, key: Ed25519PrivateKey, gguf: Path) -> Path:
+    """Write <store>/enclave-fixture-gguf/1/{model.gguf, manifest.json, manifest.sig}."""
+    return _write_signed(store / GGUF_MODEL / VERSION, GGUF_MODEL, {"model.gguf": gguf.read_bytes()}, key)
+
+
+def _write_signed(version_dir: Path, model: str, files: dict[str, bytes], key: Ed25519PrivateKey) -> Path:
     entries = {}
     for name, data in files.items():
         atomic_write(version_dir / name, data)
+        (version_dir / name).chmod(0o644)  # the engines (user enclave) read the weights
         entries[name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    manifest = json.dumps({"model": MODEL, "version": VERSION, "files": entries}, indent=1, sort_keys=True).encode()
+    manifest = json.dumps({"model": model, "version": VERSION, "files": entries}, indent=1, sort_keys=True).encode()
     atomic_write(version_dir / "manifest.json", manifest)
     atomic_write(version_dir / "manifest.sig", key.sign(manifest))
     return version_dir

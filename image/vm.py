@@ -96,6 +96,8 @@ class VM:
     # "unsafe" ignores the guest's flushes (fast); "writeback" honours them, so that killing qemu is a
     # power cut that loses only what the guest had not yet flushed.
     cache: str = "unsafe"
+    # Raw disk images attached as USB sticks (read-only usb-storage devices on an xHCI controller).
+    usb: list[Path] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
 
@@ -125,6 +127,15 @@ class VM:
         ]
         for name, value in self.fw_cfg.items():
             extra += ["-fw_cfg", f"name={name},string={value}"]
+        if self.usb:
+            extra += ["-device", "qemu-xhci,id=xhci"]
+        for number, stick in enumerate(self.usb):
+            extra += [
+                "-drive",
+                f"if=none,id=stick{number},file={stick.resolve()},format=raw,readonly=on",
+                "-device",
+                f"usb-storage,bus=xhci.0,drive=stick{number}",
+            ]
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
             _qemu_argv(disk, self.accel, self.serial, extra, self.cache),

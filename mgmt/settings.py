@@ -223,3 +223,8 @@ UPDATES_USE_UDEV = env_bool("ENCLAVE_UPDATES_UDEV", PRODUCTION)
 # Engines the health gate probes after an activation (base URLs, e.g. http://127.0.0.1:8001).
 UPDATES_SMOKE_ENDPOINTS = env_list("ENCLAVE_UPDATES_SMOKE_ENDPOINTS", [])
 UPDATES_HEALTH_TIMEOUT_SECONDS = env_int("ENCLAVE_UPDATES_HEALTH_TIMEOUT", 300, minimum=1)
+# The activation's provisioning step (appliance.bundles.provision): the command that applies a bundle's
+# debs/ offline (on the appliance: "/usr/local/sbin/enclave-apply-bundle request", which hands it to a
+# root service running provisioning/apply-bundle.yml). Empty: the step is skipped, and the result says so.
+UPDATES_APPLY_COMMAND = env_str("ENCLAVE_UPDATES_APPLY_COMMAND", "")
+UPDATES_APPLY_TIMEOUT_SECONDS = env_int("ENCLAVE_UPDATES_APPLY_TIMEOUT", 1800, minimum=1)

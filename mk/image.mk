@@ -7,7 +7,7 @@ BENCH_TARGETS += bench-image
 
 .PHONY: image image-lock image-test lint-ansible bench-image
 
-image: venv ## Build the signed, bootable appliance disk image (incremental; build/image/out/enclave.raw)
+image: venv llama-server fixture-gguf ## Build the signed, bootable appliance disk image (incremental; build/image/out/enclave.raw)
 	$(BIN)/python -m image.build --build-dir $(IMAGE_BUILD)
 
 image-lock: venv ## Re-pin the image's Python closure (image/requirements.lock) after a dependency change

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from appliance.bundles.errors import AuditUnavailable, BundleError, HealthCheckF
 from appliance.bundles.layout import PRODUCT, ReleaseInfo
 from appliance.bundles.manager import UpdateConfig, UpdateManager
 from appliance.bundles.progress import ProgressBar
+from appliance.bundles.provision import Provisioner, command_provisioner
 from appliance.bundles.staging import Progress, check_targets
 from appliance.bundles.verify import ApplianceIdentity
 
@@ -56,8 +58,14 @@ def _phase_hook(phase: str) -> None:
         os.kill(os.getpid(), signal.SIGSTOP)
 
 
+def _provisioner() -> Provisioner | None:
+    """ENCLAVE_UPDATES_APPLY_COMMAND applies a bundle's debs/ at activation; unset, the step is skipped."""
+    command = shlex.split(os.environ.get("ENCLAVE_UPDATES_APPLY_COMMAND", ""))
+    return command_provisioner(command) if command else None
+
+
 def _manager() -> UpdateManager:
-    return UpdateManager(_config(), on_phase=_phase_hook)
+    return UpdateManager(_config(), on_phase=_phase_hook, provisioner=_provisioner())
 
 
 def _health_gate(command: str | None, audited: bool = False) -> Any:

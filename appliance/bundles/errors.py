@@ -7,6 +7,7 @@ Codes never change once released: add new classes rather than re-using a code fo
 from __future__ import annotations
 
 __all__ = [
+    "AptPackageMissing",
     "AuditUnavailable",
     "BadRootRotation",
     "BadSignature",
@@ -26,6 +27,7 @@ __all__ = [
     "NoSpace",
     "NotABundle",
     "NotNewer",
+    "ProvisioningFailed",
     "Rollback",
     "SourceUnavailable",
     "TargetTooLong",
@@ -208,6 +210,16 @@ class BadState(BundleError):
 class HealthCheckFailed(BundleError):
     code = "bundle.health_check_failed"
     hint = "the new release did not pass the health check; the previous release was restored"
+
+
+class ProvisioningFailed(BundleError):
+    code = "bundle.provisioning_failed"
+    hint = "applying the bundle's operating-system packages failed; the previous release was restored"
+
+
+class AptPackageMissing(ProvisioningFailed):
+    code = "bundle.apt_package_missing"
+    hint = "the bundle names a package its own apt repository (debs/) lacks; nothing was installed"
 
 
 class NoPreviousRelease(BundleError):

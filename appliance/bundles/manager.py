@@ -31,6 +31,7 @@ from appliance.bundles.activation import (
 from appliance.bundles.errors import BadState, BundleBusy, BundleError, HealthCheckFailed, NoPreviousRelease
 from appliance.bundles.fsio import atomic_write
 from appliance.bundles.layout import ReleaseInfo
+from appliance.bundles.provision import Provisioner, skip_provisioning
 from appliance.bundles.staging import ObjectStore, Progress
 from appliance.bundles.trust import AcceptedRelease, TrustState, load_trust, save_trust
 from appliance.bundles.verify import ApplianceIdentity, BundleVerifier, TargetEntry, VerifiedBundle
@@ -77,6 +78,7 @@ class UpdateManager:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         venv_builder: VenvBuilder = build_venv_from_wheelhouse,
         on_phase: PhaseHook | None = None,
+        provisioner: Provisioner | None = None,
     ) -> None:
         self.config = config
         self.root = config.state_dir / "bundles"
@@ -89,6 +91,9 @@ class UpdateManager:
         self._clock = clock
         self._venv_builder = venv_builder
         self._on_phase = on_phase or (lambda phase: None)
+        self._provisioner = provisioner or skip_provisioning(
+            "skipped: no provisioning step is configured on this host, so the bundle's debs/ were not applied"
+        )
 
     # --- persisted state ---------------------------------------------------------------------
     def read_state(self) -> dict[str, Any]:
@@ -212,8 +217,9 @@ class UpdateManager:
             return job
 
     # --- activate + confirm ------------------------------------------------------------------
-    def activate(self, health_gate: HealthGate) -> dict[str, Any]:
-        """Flip the pointers to the staged release, run the health gate, commit or roll back."""
+    def activate(self, health_gate: HealthGate, provision: Provisioner | None = None) -> dict[str, Any]:
+        """Flip the pointers to the staged release, apply its operating-system packages (`provision`,
+        see appliance.bundles.provision), run the health gate, commit or roll back."""
         with self._locked() as state:
             if state["phase"] != "staged":
                 raise BadState(f"nothing is staged to activate (state: {state['phase']!r})")
@@ -228,15 +234,19 @@ class UpdateManager:
             state["phase"] = "activated"
             self._write_state(state)
             self._on_phase("activated")
+            step = provision or self._provisioner
             try:
+                job["provisioning"] = step(self.releases / name / "files")
+                self._on_phase("provisioned")
                 health_gate(self.pointers)
             except Exception as exc:
                 flip_pointers(self.pointers, old)
                 state.update(phase="staged")
                 state.pop("flip", None)
+                job.pop("provisioning", None)
                 error = (
                     exc
-                    if isinstance(exc, HealthCheckFailed)
+                    if isinstance(exc, BundleError)
                     else HealthCheckFailed(f"release {name} failed its health check: {exc}")
                 )
                 self._record_failure(state, error, name)
@@ -276,6 +286,7 @@ class UpdateManager:
                 "digests": job["digests"],
                 "signers": job["signers"],
                 "activated_at": _now(),
+                "provisioning": job.get("provisioning"),
             },
             last={"outcome": "activated", "release": job["release"]["release"], "at": _now()},
             job=None,

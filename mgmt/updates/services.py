@@ -166,7 +166,8 @@ def run_job(job_id: int) -> str:
             data = {k: staged[k] for k in ("release", "digests", "signers", "total_bytes")}
         elif job.kind == ImportJob.Kind.ACTIVATE:
             state = manager.activate(engine_health_gate)
-            data = {k: state["current"][k] for k in ("release", "sequence", "digests", "signers")}
+            keys = ("release", "sequence", "pointers", "digests", "signers", "provisioning")
+            data = {k: state["current"][k] for k in keys}
         else:
             state = manager.rollback()
             data = {"release": state["current"]["release"], "from": state["previous"]["release"]}

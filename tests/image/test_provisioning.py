@@ -4,7 +4,9 @@ the (always-tagged) validations run: a bad variable fails naming itself, and not
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -128,3 +130,74 @@ def test_applying_a_bundle_without_its_apt_repository_is_refused(tmp_path: Path)
     assert proc.returncode != 0
     assert "BUNDLE_APT_NO_REPOSITORY" in proc.stdout
     assert not Path("/etc/apt/sources.list.d/enclave-bundle.sources").exists()
+
+
+def test_applying_a_bundle_that_names_a_package_its_repository_lacks_is_refused(tmp_path: Path) -> None:
+    """A real bundle tree (image/stick.py: one .deb in the bundle's own apt repository) whose packages.txt
+    also names a package that repository lacks: bundle_apt stops with its stable code before it writes
+    any apt source or calls apt."""
+    from image import stick
+
+    pool = tmp_path / "pool"
+    names = [stick.PROBE_PACKAGE, "enclave-not-in-this-bundle"]
+    stick.make_deb(pool, stick.PROBE_PACKAGE, "1.0-1")
+    tree = stick.release_tree(
+        tmp_path / "release",
+        release="2026Q4-broken",
+        packages=names,
+        debs_dir=pool,
+        model_key=tmp_path / "models-ed25519.pem",
+    )
+    proc = subprocess.run(
+        [
+            PLAYBOOK,
+            "-i",
+            str(_inventory(tmp_path, None)),
+            "apply-bundle.yml",
+            "-e",
+            json.dumps({"bundle_dir": str(tree), "bundle_apt_packages": names}),
+            "--limit",
+            "enclave",
+            "--tags",
+            "always,bundle-apt-check",
+        ],
+        cwd=PROVISIONING,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "ANSIBLE_CONFIG": str(PROVISIONING / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
+    )
+    assert proc.returncode != 0
+    assert "BUNDLE_APT_PACKAGE_MISSING: enclave-not-in-this-bundle" in proc.stdout, proc.stdout[-3000:]
+    assert f"BUNDLE_APT_PACKAGE_MISSING: {stick.PROBE_PACKAGE}" not in proc.stdout
+    assert not Path("/etc/apt/sources.list.d/enclave-bundle.sources").exists()
+
+
+def test_the_cluster_inventory_validates_against_every_role_on_every_host() -> None:
+    """The cluster inventory is never applied here (no second machine, no GPU); what can be checked is that
+    every host's variables pass every role's argument specs, the nvidia role's on the GPU profile included.
+    The hosts are reached through a local connection for that; no task other than the validations runs."""
+    proc = subprocess.run(
+        [
+            PLAYBOOK,
+            "-i",
+            "inventories/cluster/hosts.yml",
+            "site.yml",
+            "--check",
+            "--tags",
+            "enclave-validate-only",
+            "-e",
+            "ansible_connection=local",
+        ],
+        cwd=PROVISIONING,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "ANSIBLE_CONFIG": str(PROVISIONING / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    recap = dict(re.findall(r"^(\S+)\s*: ok=\d+\s+changed=(\d+)\s+unreachable=0\s+failed=0", proc.stdout, re.M))
+    assert recap == {"console-1": "0", "gpu-1": "0", "gpu-2": "0"}, proc.stdout[-3000:]
+    nvidia = proc.stdout.split("TASK [nvidia : Validating arguments", 1)[1].split("TASK [", 1)[0]
+    assert "ok: [gpu-1]" in nvidia
+    assert "ok: [gpu-2]" in nvidia

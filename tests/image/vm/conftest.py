@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from image import sign, vm
+from image import sign, stick, vm
 
 BOOT_TIMEOUT = float(os.environ.get("ENCLAVE_IMAGE_BOOT_TIMEOUT", "900"))
 
@@ -70,7 +70,16 @@ def accel(image: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
-def machine(image: Path, accel: str, listener: Listener, tmp_path_factory: pytest.TempPathFactory) -> Iterator[vm.VM]:
+def sticks(image: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """USB sticks for the guest (image/stick.py), signed with the vendor keys whose root the image ships."""
+    keys = Path(os.environ.get("ENCLAVE_IMAGE_KEYS", image.parent.parent / "keys"))
+    return stick.boot_test_sticks(tmp_path_factory.mktemp("sticks"), keys)
+
+
+@pytest.fixture(scope="session")
+def machine(
+    image: Path, accel: str, listener: Listener, sticks: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[vm.VM]:
     work = tmp_path_factory.mktemp("vm")
     guest = vm.VM(
         image=image,
@@ -80,6 +89,7 @@ def machine(image: Path, accel: str, listener: Listener, tmp_path_factory: pytes
         # guest's air-gap self-check through the firmware config.
         fw_cfg={"opt/enclave/egress-probe": f"10.0.2.2:{listener.port}"},
         forwards={80: vm.free_port(), 8001: vm.free_port()},
+        usb=[sticks["good"], sticks["junk"]],
     )
     guest.start()
     try:
