@@ -187,38 +187,31 @@ def route(department: Department, alias: str, *deployments: Deployment, thinking
     do_set_route(department, alias, targets, thinking=thinking, actor=None)
 
 
-@pytest.fixture
-def engine_route(world, vllm_engine):
-    """The Emergency department's `default` alias routed to the session's real vLLM CPU engine."""
-    from mgmt.routing.models import EngineKind
-    from mgmt.routing.services import TargetSpec, do_create_deployment, do_create_model, do_set_route
-
-    model = do_create_model("fixture", served_name=vllm_engine.model, actor=None)
+def _route_to_engine(world: World, engine, name: str, kind: str, max_context: int, concurrency: int) -> Deployment:
+    """The Emergency department's `default` alias routed to one of the session's real engines."""
+    model = do_create_model(f"{name}-model", served_name=engine.model, actor=None)
     deployment = do_create_deployment(
-        "vllm-cpu-1",
+        name,
         model=model,
-        kind=EngineKind.VLLM_CPU,
-        endpoint=vllm_engine.base_url,
-        max_context=2048,
-        max_concurrency=4,
+        kind=kind,
+        endpoint=engine.base_url,
+        max_context=max_context,
+        max_concurrency=concurrency,
         actor=None,
     )
     do_set_route(world.emergency, "default", [TargetSpec(deployment)], actor=None)
     return deployment
+
+
+@pytest.fixture
+def engine_route(world, vllm_engine):
+    """The Emergency department's `default` alias routed to the session's real vLLM CPU engine."""
+    return _route_to_engine(world, vllm_engine, "vllm-cpu-1", EngineKind.VLLM_CPU, 2048, 4)
 
 
 @pytest.fixture
 def llama_route(world, llama_engine):
     """The Emergency department's `default` alias routed to the session's real llama.cpp `llama-server`."""
-    model = do_create_model("fixture-gguf", served_name=llama_engine.model, actor=None)
-    deployment = do_create_deployment(
-        "llama-cpp-1",
-        model=model,
-        kind=EngineKind.LLAMA_CPP,
-        endpoint=llama_engine.base_url,
-        max_context=llama_engine.launch.max_context,
-        max_concurrency=2,
-        actor=None,
+    return _route_to_engine(
+        world, llama_engine, "llama-cpp-1", EngineKind.LLAMA_CPP, llama_engine.launch.max_context, 2
     )
-    do_set_route(world.emergency, "default", [TargetSpec(deployment)], actor=None)
-    return deployment
