@@ -7,7 +7,8 @@ files are read once right before it), because dropping caches disturbs other wor
 Warm reads make CPU and memory copies, not the stick, the limit, so the import/cp ratio is an upper
 bound of what a real USB stick (100-400 MB/s) would show. BUNDLES_BENCH_CACHE=cold instead drops the
 page cache (root: `sync; echo 3 > /proc/sys/vm/drop_caches`) before every timed run, both sides alike.
-Both sides end durable the same way: ours fsyncs each object and its directory; `cp -r` is followed by
+Before every timed run (either side) the disk is settled: `sync`, then a second's pause, so that neither
+side pays for the previous run's writeback or deletions. Both sides end durable the same way: ours fsyncs each object and its directory; `cp -r` is followed by
 `sync` of every copied file and directory (fsync each; not `sync -f`, which would also flush whatever
 else is dirty on a shared file system). Our side is the real `enclavectl bundle import` process, Python
 start-up and verification included. Runs alternate which side goes first; medians; the load average
@@ -40,6 +41,7 @@ RUNS = int(os.environ.get("BUNDLES_BENCH_RUNS", "5"))
 LARGE_RUNS = int(os.environ.get("BUNDLES_BENCH_LARGE_RUNS", "1"))
 WORK = Path(os.environ.get("BUNDLES_BENCH_DIR", REPO / "build" / "bench-bundles"))
 CACHE = os.environ.get("BUNDLES_BENCH_CACHE", "warm")
+SETTLE_S = 1.0
 IDENTITY = ApplianceIdentity("enclave", "stable", "cpu-dev")
 
 
@@ -93,15 +95,17 @@ def build(base: Path, keys: Path, gib: int) -> Path:
 
 
 def warm(paths: list[Path]) -> None:
-    """Prepare the page cache for a timed run: read the files (warm) or drop every cached page (cold)."""
+    """Prepare a timed run: read the files (warm) or drop every cached page (cold), then settle the disk."""
     if CACHE == "cold":
         os.sync()
         Path("/proc/sys/vm/drop_caches").write_text("3\n")
-        return
-    for path in paths:
-        with path.open("rb") as handle:
-            while handle.read(16 << 20):
-                pass
+    else:
+        for path in paths:
+            with path.open("rb") as handle:
+                while handle.read(16 << 20):
+                    pass
+    os.sync()
+    time.sleep(SETTLE_S)
 
 
 def run_import(bundle: Path, state: Path, root: Path) -> tuple[float, int]:

@@ -4,17 +4,19 @@ half-activated, and a re-import completes (copying only what was not yet verifie
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from appliance.bundles.errors import BundleError
-from appliance.bundles.staging import Progress
 from tests.bundles.conftest import PAYLOAD, Appliance, VendorKit, healthy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -135,35 +137,37 @@ def test_sigkill_at_phase_boundary(phase: str, appliance: Appliance, live_q3: Pa
         assert (objects / name).stat().st_ino == inode
 
 
-def _pull_stick_after(bundle: Path, path: str) -> object:
-    """A progress callback that 'pulls the stick' once copying of `path` has begun."""
-    pulled = {"done": False}
+def _pull_stick_while_reading(bundle: Path, path: str) -> Callable[[str], None]:
+    """A phase hook: once the bundle is verified, the stick is 'pulled' while `path` is being read. That
+    file ends halfway and every file after it is gone; the one before it, models/tiny/shard-1, is read
+    to the end (objects are copied two at a time, in path order, so it is copied beside `path`)."""
 
-    def progress(p: Progress) -> None:
-        if p.current == path and not pulled["done"]:
-            pulled["done"] = True
-            os.truncate(bundle / "targets" / path, 0)  # the rest of the file is gone
+    def on_phase(phase: str) -> None:
+        if phase == "verified":
+            target = bundle / "targets" / path
+            os.truncate(target, target.stat().st_size // 2)
             for rel in Q4_PAYLOAD:
-                if rel != path:
+                if rel not in (path, "models/tiny/shard-1.safetensors"):
                     (bundle / "targets" / rel).unlink(missing_ok=True)
 
-    return progress
+    return on_phase
 
 
 def test_stick_pulled_mid_copy_then_resumed(
     tmp_path: Path, kit: VendorKit, appliance: Appliance, live_q3: Path
 ) -> None:
-    manager = appliance.manager()
-    before = _serving(appliance)
     target = "models/tiny/shard-2.safetensors"
+    manager = appliance.manager(on_phase=_pull_stick_while_reading(live_q3, target))
+    before = _serving(appliance)
     with pytest.raises(BundleError) as caught:
-        manager.import_bundle(live_q3, _pull_stick_after(live_q3, target))  # type: ignore[arg-type]
+        manager.import_bundle(live_q3)
     assert caught.value.code == "bundle.target_truncated"
     assert _serving(appliance) == before
     assert manager.read_state()["phase"] == "idle"
     objects = manager.store.objects
     kept = {p.name: p.stat().st_ino for p in objects.iterdir()}
     assert not [n for n in kept if n.startswith(".")]
+    assert hashlib.sha256(Q4_PAYLOAD["models/tiny/shard-1.safetensors"]).hexdigest() in kept
 
     fresh = kit.build(tmp_path / "again", Q4_PAYLOAD, "2026Q4", 2)  # the stick, plugged in again
     copied: list[str] = []
@@ -171,8 +175,8 @@ def test_stick_pulled_mid_copy_then_resumed(
     manager.import_bundle(fresh)
     manager.activate(healthy)
     assert _serving(appliance) == Q4_POLICY
-    # Files are staged in path order: shard-1 was verified before the pull; shard-2, shard-3 and the new
-    # policy are the only objects copied now (config, weights and provisioning.tar are Q3's objects).
+    # shard-1 was verified before the pull; shard-2, shard-3 and the new policy are the only objects
+    # copied now (config, weights and provisioning.tar are Q3's objects).
     assert copied.count("staging-object") == 3
     for name, inode in kept.items():
         assert (objects / name).stat().st_ino == inode
@@ -227,14 +231,21 @@ def test_disk_fills_up_mid_copy_then_resumes(tmp_path: Path, kit: VendorKit, sma
     manager.activate(healthy)
     filler = small_disk / "filler"
 
-    def fill(p: Progress) -> None:  # another process eats the disk once copying has started
-        if p.current.endswith("shard-2.safetensors") and not filler.exists():
+    def fill(phase: str) -> None:  # another process eats the disk once the first object is staged
+        if phase == "staging-object" and not filler.exists():
             free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
-            filler.write_bytes(b"\0" * (free - (1 << 20)))
+            with filler.open("wb") as handle:
+                try:
+                    handle.write(b"\0" * (free - (1 << 20)))
+                    handle.flush()
+                except OSError as exc:  # the copy running beside it took some of that space first
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    os.truncate(filler, max(0, filler.stat().st_size - (1 << 20)))
 
     q4 = kit.build(tmp_path, Q4_PAYLOAD, "2026Q4", 2)
     with pytest.raises(BundleError) as caught:
-        manager.import_bundle(q4, fill)
+        appliance.manager(on_phase=fill).import_bundle(q4)
     assert caught.value.code == "bundle.no_space"
     assert not list(manager.store.objects.glob(".*"))
     assert _serving(appliance) == PAYLOAD["policies/retention.yaml"]
