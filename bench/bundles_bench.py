@@ -8,11 +8,12 @@ Warm reads make CPU and memory copies, not the stick, the limit, so the import/c
 bound of what a real USB stick (100-400 MB/s) would show. BUNDLES_BENCH_CACHE=cold instead drops the
 page cache (root: `sync; echo 3 > /proc/sys/vm/drop_caches`) before every timed run, both sides alike.
 Before every timed run (either side) the disk is settled: `sync`, then a second's pause, so that neither
-side pays for the previous run's writeback or deletions. Both sides end durable the same way: ours fsyncs each object and its directory; `cp -r` is followed by
-`sync` of every copied file and directory (fsync each; not `sync -f`, which would also flush whatever
-else is dirty on a shared file system). Our side is the real `enclavectl bundle import` process, Python
-start-up and verification included. Runs alternate which side goes first; medians; the load average
-is recorded, as other work on the machine moves the figures.
+side pays for the previous run's writeback or deletions. Both sides end durable the same way: ours
+fsyncs each object and its directory; `cp -r` is followed by `sync` of every copied file and directory
+(fsync each; not `sync -f`, which would also flush whatever else is dirty on a shared file system).
+Our side is the real `enclavectl bundle import` process, Python start-up and verification included.
+Runs alternate which side goes first; medians; the load average is recorded, as other work on the
+machine moves the figures.
 """
 
 from __future__ import annotations
