@@ -2,6 +2,7 @@
 
 releases/<release>/files/<target path>   hard links to the verified objects (no second copy)
 releases/<release>/venv                  the application venv, built offline from files/wheels
+releases/<release>/metadata/             the signed metadata (and root chain) it was verified with
 current/{models,venv,policies}           symlinks, each flipped atomically (os.replace)
 
 A component the bundle does not carry keeps pointing where it pointed before.
@@ -63,14 +64,22 @@ def build_venv_from_wheelhouse(wheels_dir: Path, hashes: Mapping[str, str], venv
 
 
 def assemble_release(
-    releases: Path, name: str, store: ObjectStore, entries: Iterable[TargetEntry], venv_builder: VenvBuilder
+    releases: Path,
+    name: str,
+    store: ObjectStore,
+    entries: Iterable[TargetEntry],
+    venv_builder: VenvBuilder,
+    metadata: Mapping[str, bytes] | None = None,
 ) -> Path:
-    """Build releases/<name> from staged objects (hard links), then its venv; rename into place last."""
+    """Build releases/<name> from staged objects (hard links), then its venv; rename into place last.
+    `metadata`: file name -> bytes of the signed metadata the release keeps in metadata/."""
     final = releases / name
     building = releases / f".{name}.building"
     shutil.rmtree(building, ignore_errors=True)
     if final.exists():
         shutil.rmtree(final)
+    for file_name, data in (metadata or {}).items():
+        atomic_write(building / "metadata" / file_name, data, mode=0o444)
     files = building / "files"
     wheels: dict[str, str] = {}
     for entry in entries:

@@ -29,8 +29,8 @@ from appliance.bundles.activation import (
     release_pointers,
 )
 from appliance.bundles.errors import BadState, BundleBusy, BundleError, HealthCheckFailed, NoPreviousRelease
-from appliance.bundles.fsio import atomic_write
-from appliance.bundles.layout import ReleaseInfo
+from appliance.bundles.fsio import atomic_write, read_bounded
+from appliance.bundles.layout import MAX_LENGTHS, ReleaseInfo
 from appliance.bundles.provision import Provisioner, skip_provisioning
 from appliance.bundles.staging import ObjectStore, Progress
 from appliance.bundles.trust import AcceptedRelease, TrustState, load_trust, save_trust
@@ -205,7 +205,14 @@ class UpdateManager:
                     on_object=lambda entry: self._on_phase("staging-object"),
                 )
                 self._on_phase("copied")
-                assemble_release(self.releases, bundle.release.release, self.store, bundle.targets, self._venv_builder)
+                assemble_release(
+                    self.releases,
+                    bundle.release.release,
+                    self.store,
+                    bundle.targets,
+                    self._venv_builder,
+                    metadata=self._release_metadata(state, bundle),
+                )
             except BundleError as error:
                 state.update(phase="idle", job=None)  # verified objects stay: a re-import resumes
                 self._record_failure(state, error, bundle.release.release)
@@ -215,6 +222,18 @@ class UpdateManager:
             self._write_state(state)
             self._on_phase("staged")
             return job
+
+    def _release_metadata(self, state: dict[str, Any], bundle: VerifiedBundle) -> dict[str, bytes]:
+        """What releases/<name>/metadata/ keeps: the bundle's signed metadata and every root version from
+        the shipped one on (the live release's chain, then this bundle's), so that the root-side applier
+        can verify the release from the shipped root alone."""
+        files: dict[str, bytes] = {}
+        current = state.get("current")
+        if current:
+            for path in sorted((self.releases / current["release"] / "metadata").glob("*.root.json")):
+                files[path.name] = read_bounded(path, MAX_LENGTHS["root"])
+        files.update(bundle.metadata_files())
+        return files
 
     # --- activate + confirm ------------------------------------------------------------------
     def activate(self, health_gate: HealthGate, provision: Provisioner | None = None) -> dict[str, Any]:

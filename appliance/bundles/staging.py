@@ -38,7 +38,15 @@ from appliance.bundles.errors import (
 from appliance.bundles.fsio import fsync_dir, open_regular
 from appliance.bundles.verify import TargetEntry
 
-__all__ = ["HEADROOM_BYTES", "ObjectStore", "Progress", "StageResult", "check_targets", "stream_checked"]
+__all__ = [
+    "HEADROOM_BYTES",
+    "ObjectStore",
+    "Progress",
+    "StageResult",
+    "check_targets",
+    "copy_verified",
+    "stream_checked",
+]
 
 CHUNK = 4 << 20
 DIRECT_ALIGN = 4096
@@ -343,3 +351,30 @@ def check_targets(bundle_dir: Path, entries: Iterable[TargetEntry], progress: Pr
         with os.fdopen(fd, "rb", buffering=0) as reader:
             stream_checked(reader, entry, None, counter)
     return counter.state.done_bytes
+
+
+def copy_verified(source: Path, entry: TargetEntry, dest: Path) -> None:
+    """Copy one file to `dest` (a new file), checked against its signed length and SHA-256 on the way; on
+    any failure `dest` is removed. For a privileged reader that must not trust the file afterwards: the
+    bytes it uses are the ones it checked (the root-side applier's private copy of a bundle's debs/)."""
+    try:
+        src = open_regular(source)
+    except UnsafeEntry:
+        raise
+    except OSError as exc:
+        raise SourceUnavailable(f"{entry.path} cannot be opened: {exc.strerror}") from exc
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        with os.fdopen(src, "rb", buffering=0) as reader:
+
+            def sink(chunk: memoryview, position: int) -> None:
+                _pwrite_all(out, chunk, position)
+
+            stream_checked(reader, entry, sink, _Counter(Progress(0, entry.length, ""), None, inline=True))
+        os.fsync(out)
+    except BaseException:
+        os.close(out)
+        dest.unlink(missing_ok=True)
+        raise
+    os.close(out)

@@ -96,6 +96,14 @@ class VerifiedBundle:
     def total_bytes(self) -> int:
         return sum(t.length for t in self.targets)
 
+    def metadata_files(self) -> dict[str, bytes]:
+        """The signed metadata as a bundle's metadata/ folder holds it (the root chain as N.root.json), for
+        a staged release to keep: the root-side applier verifies that copy again (see verify_signed)."""
+        files = {f"{Metadata[Any].from_bytes(data).signed.version}.root.json": data for data in self.root_chain}
+        for role in ("timestamp", "snapshot", "targets"):
+            files[f"{role}.json"] = self.metadata[role]
+        return files
+
 
 def _classify_unsigned(delegator: Root, role: str, data: bytes, exc: Exception) -> BundleError:
     """Say *why* a threshold was not met: a bad signature, an unknown signer, or too few signers."""
@@ -156,6 +164,31 @@ class BundleVerifier:
         except OSError as exc:
             raise Unreadable(f"{bundle_dir} cannot be listed: {exc.strerror}") from exc
 
+        trusted, metadata, root_chain, release = self._verify_metadata(metadata_dir)
+        entries = self._signed_entries(trusted.targets)
+        self._check_files(bundle_dir, entries)
+        return VerifiedBundle(
+            bundle_dir=bundle_dir,
+            release=release,
+            targets=entries,
+            metadata=metadata,
+            root_chain=tuple(root_chain),
+            digests={role: hashlib.sha256(data).hexdigest() for role, data in metadata.items()},
+            signers=self._signers(trusted, metadata),
+        )
+
+    def verify_signed(self, metadata_dir: Path) -> tuple[ReleaseInfo, tuple[TargetEntry, ...]]:
+        """Verify a metadata/ folder alone (a staged release's copy): its release and its signed targets.
+
+        For the root-side applier, which checks the files it uses itself and must not trust a tree."""
+        if not Path(metadata_dir).is_dir():
+            raise MetadataMissing(f"{metadata_dir} is missing: the release carries no signed metadata")
+        trusted, _metadata, _chain, release = self._verify_metadata(Path(metadata_dir))
+        return release, self._signed_entries(trusted.targets)
+
+    def _verify_metadata(
+        self, metadata_dir: Path
+    ) -> tuple[TrustedMetadataSet, dict[str, bytes], list[bytes], ReleaseInfo]:
         try:
             trusted = TrustedMetadataSet(self._trust.root, EnvelopeType.METADATA)
         except tuf_exc.RepositoryError as exc:
@@ -174,17 +207,8 @@ class BundleVerifier:
 
         release = ReleaseInfo.from_custom(trusted.targets.unrecognized_fields.get(CUSTOM_KEY))
         self._check_release(release)
-        entries = self._check_files(bundle_dir, trusted.targets)
         metadata["root"] = root_chain[-1] if root_chain else self._trust.root
-        return VerifiedBundle(
-            bundle_dir=bundle_dir,
-            release=release,
-            targets=entries,
-            metadata=metadata,
-            root_chain=tuple(root_chain),
-            digests={role: hashlib.sha256(data).hexdigest() for role, data in metadata.items()},
-            signers=self._signers(trusted, metadata),
-        )
+        return trusted, metadata, root_chain, release
 
     # --- steps ---------------------------------------------------------------------------------
     def _walk_roots(self, trusted: TrustedMetadataSet, metadata_dir: Path) -> list[bytes]:
@@ -274,7 +298,7 @@ class BundleVerifier:
             )
 
     @staticmethod
-    def _check_files(bundle_dir: Path, targets: Targets) -> tuple[TargetEntry, ...]:
+    def _signed_entries(targets: Targets) -> tuple[TargetEntry, ...]:
         entries: list[TargetEntry] = []
         for path, info in sorted(targets.targets.items()):
             check_target_path(path)
@@ -282,6 +306,10 @@ class BundleVerifier:
             if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
                 raise MetadataInvalid(f"target {path} has no SHA-256 hash")
             entries.append(TargetEntry(path, info.length, sha256))
+        return tuple(entries)
+
+    @staticmethod
+    def _check_files(bundle_dir: Path, entries: tuple[TargetEntry, ...]) -> None:
         targets_dir = bundle_dir / "targets"
         try:
             on_stick = scan_targets_tree(targets_dir) if targets_dir.is_dir() else {}
@@ -300,7 +328,6 @@ class BundleVerifier:
                 raise TargetTooLong(f"targets/{entry.path} holds {size} bytes, {entry.length} were signed")
             if size < entry.length:
                 raise TargetTruncated(f"targets/{entry.path} holds {size} bytes, {entry.length} were signed")
-        return tuple(entries)
 
     @staticmethod
     def _signers(trusted: TrustedMetadataSet, metadata: dict[str, bytes]) -> dict[str, list[str]]:

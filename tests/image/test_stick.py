@@ -6,6 +6,7 @@ apply command rolls the pointers back. The VM test applies the good bundle's .de
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -121,3 +122,122 @@ def test_the_applier_refuses_a_release_without_a_repository(tmp_path: Path) -> N
     assert done.returncode == 1
     assert "BUNDLE_APT_NO_REPOSITORY" in done.stderr
     shutil.rmtree(files)
+
+
+# -- the root-side applier trusts nothing the unprivileged manager staged ------------------------------
+# A stand-in for ansible-playbook (apt cannot run on this host; tests/image/vm/test_boot.py runs the real
+# playbook in the booted image): it records the `-e` variables it was given and the files under the
+# bundle_dir they name, with their SHA-256, then exits 0. (The applier runs the playbook with a clean
+# environment, so the evidence path is written into the script.)
+STAND_IN = """#!/bin/sh
+EVIDENCE=@EVIDENCE@
+for last; do :; done
+printf '%s\\n' "$last" > "$EVIDENCE.extra"
+dir=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["bundle_dir"])' "$last")
+(cd "$dir" && find . -type f -exec sha256sum {} +) > "$EVIDENCE.files"
+"""
+
+
+def _applier_manager(tmp_path: Path, keys: Path) -> tuple[UpdateManager, Path, Path]:
+    """A manager whose provisioning step is the real applier (`run`), playbook replaced by the stand-in."""
+    stand_in = tmp_path / "ansible-playbook-stand-in"
+    evidence = tmp_path / "evidence"
+    stand_in.write_text(STAND_IN.replace("@EVIDENCE@", str(evidence)))
+    stand_in.chmod(0o755)
+    work = tmp_path / "apply-work"
+    command = [
+        "env",
+        f"ENCLAVE_STATE_DIR={tmp_path / 'state'}",
+        f"ENCLAVE_BUNDLE_TRUST_ROOT={tmp_path / 'bundle-root.json'}",
+        f"ENCLAVE_HARDWARE_CLASS={stick.HARDWARE_CLASS}",
+        f"ENCLAVE_APPLY_WORK_DIR={work}",
+        f"ENCLAVE_ANSIBLE_PLAYBOOK={stand_in}",
+        sys.executable,
+        str(APPLIER),
+        "run",
+    ]
+    return _manager(tmp_path, keys, provisioner=command_provisioner(command, timeout=120)), work, evidence
+
+
+def _release_debs(manager: UpdateManager) -> dict[str, str]:
+    files = manager.releases / "2026Q4" / "files"
+    return {
+        str(p.relative_to(files)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in (files / "debs").rglob("*")
+        if p.is_file()
+    }
+
+
+def test_the_applier_verifies_the_release_and_gives_apt_only_its_own_checked_copy(
+    made: tuple[Path, Path], tmp_path: Path
+) -> None:
+    work_dir, keys = made
+    manager, work, evidence = _applier_manager(tmp_path, keys)
+    manager.import_bundle(work_dir / "media-good" / "ENCLAVE-2026Q4")
+    assert sorted(p.name for p in (manager.releases / "2026Q4" / "metadata").iterdir()) == [
+        "snapshot.json",
+        "targets.json",
+        "timestamp.json",
+    ]
+    with pytest.raises(ProvisioningFailed) as caught:
+        manager.activate(_gate)
+    # The playbook ran (the stand-in), so verification passed; the probe package is then not installed on
+    # this host, which the applier checks with dpkg-query: that is the failure here, and it rolls back.
+    assert "BUNDLE_APT_NOT_INSTALLED" in caught.value.message
+    extra = json.loads(Path(f"{evidence}.extra").read_text())
+    assert extra["bundle_dir"] == str(work / "2026Q4")  # root's copy, not the manager's releases/
+    assert extra["bundle_apt_packages"] == [stick.PROBE_PACKAGE]
+    given = {line.split("  ./", 1)[1]: line.split()[0] for line in Path(f"{evidence}.files").read_text().splitlines()}
+    assert given == _release_debs(manager)  # every signed debs/ file, byte for byte
+    assert sorted(p.name for p in work.iterdir()) == []  # the copy is gone; nothing was recorded as applied
+    assert manager.read_state()["current"] is None
+
+
+def _activate_refused(manager: UpdateManager, evidence: Path, work: Path) -> str:
+    with pytest.raises(ProvisioningFailed) as caught:
+        manager.activate(_gate)
+    assert caught.value.code == "bundle.provisioning_failed"
+    assert "BUNDLE_APPLY_UNVERIFIED" in caught.value.message
+    assert not Path(f"{evidence}.extra").exists()  # refused before any playbook ran
+    assert not (work / "2026Q4").exists()
+    state = manager.read_state()
+    assert (state["phase"], state["current"]) == ("staged", None)
+    assert list(manager.pointers.iterdir()) == []
+    return caught.value.message
+
+
+def test_the_applier_refuses_a_deb_swapped_after_the_import(made: tuple[Path, Path], tmp_path: Path) -> None:
+    """What a compromised `enclave` user could do: replace a staged .deb (same length) before activation."""
+    work_dir, keys = made
+    manager, work, evidence = _applier_manager(tmp_path, keys)
+    manager.import_bundle(work_dir / "media-good" / "ENCLAVE-2026Q4")
+    deb = next((manager.releases / "2026Q4" / "files" / "debs").rglob("*.deb"))
+    size = deb.stat().st_size
+    deb.unlink()  # a hard link to the 0444 object: the link is replaced, the verified object stays
+    deb.write_bytes(b"\x7fELF" + b"\0" * (size - 4))
+    message = _activate_refused(manager, evidence, work)
+    assert "bundle.hash_mismatch" in message
+
+
+def test_the_applier_refuses_metadata_the_vendor_did_not_sign(made: tuple[Path, Path], tmp_path: Path) -> None:
+    work_dir, keys = made
+    manager, work, evidence = _applier_manager(tmp_path, keys)
+    manager.import_bundle(work_dir / "media-good" / "ENCLAVE-2026Q4")
+    targets = manager.releases / "2026Q4" / "metadata" / "targets.json"
+    signed = json.loads(targets.read_text())
+    for info in signed["signed"]["targets"].values():
+        info["hashes"]["sha256"] = "0" * 64  # point the signed hashes at other files
+    targets.chmod(0o644)
+    targets.write_text(json.dumps(signed))
+    message = _activate_refused(manager, evidence, work)
+    assert "bundle.metadata_mismatch" in message  # snapshot.json pins the signed targets.json
+
+
+def test_the_applier_refuses_a_release_older_than_what_it_applied(made: tuple[Path, Path], tmp_path: Path) -> None:
+    work_dir, keys = made
+    manager, work, evidence = _applier_manager(tmp_path, keys)
+    manager.import_bundle(work_dir / "media-good" / "ENCLAVE-2026Q4")
+    work.mkdir(mode=0o700)
+    (work / "applied.json").write_text(json.dumps({"release": "2027Q1", "sequence": 99}))
+    message = _activate_refused(manager, evidence, work)
+    assert "bundle.rollback" in message and "2027Q1" in message
