@@ -257,6 +257,8 @@ def test_a_signed_bundle_from_the_stick_is_imported_and_activated_offline(
     assert 'data-testid="current-release">2026Q4<' in page
     assert 'data-testid="update-phase">idle<' in page
     text = machine.console_text()
+    # root re-verified the staged release from the shipped trust root and gave apt its own checked copy
+    assert "enclave-apply-bundle: 2026Q4: signed metadata verified" in text
     assert "enclave-apply-bundle: applying 2026Q4: packages enclave-stick-probe" in text
     assert f"enclave-apply-bundle: {stick.PROBE_PACKAGE} 1.0-1 installed from the bundle's repository" in text
     status, _, audit = admin.get("/audit/?action=bundle.activate")
