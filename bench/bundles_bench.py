@@ -7,6 +7,8 @@ files are read once right before it), because dropping caches disturbs other wor
 Warm reads make CPU and memory copies, not the stick, the limit, so the import/cp ratio is an upper
 bound of what a real USB stick (100-400 MB/s) would show. BUNDLES_BENCH_CACHE=cold instead drops the
 page cache (root: `sync; echo 3 > /proc/sys/vm/drop_caches`) before every timed run, both sides alike.
+Run as root with the default (warm), the smallest size is also timed cold, in the same run
+(import_time_ratio_vs_cp_cold_cache; BUNDLES_BENCH_COLD_TOO=0 skips it).
 Before every timed run (either side) the disk is settled: `sync`, then a second's pause, so that neither
 side pays for the previous run's writeback or deletions. Both sides end durable the same way: ours
 fsyncs each object and its directory; `cp -r` is followed by `sync` of every copied file and directory
@@ -28,6 +30,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from appliance.bundles import vendor
 from appliance.bundles.layout import ReleaseInfo
@@ -42,6 +45,8 @@ RUNS = int(os.environ.get("BUNDLES_BENCH_RUNS", "5"))
 LARGE_RUNS = int(os.environ.get("BUNDLES_BENCH_LARGE_RUNS", "1"))
 WORK = Path(os.environ.get("BUNDLES_BENCH_DIR", REPO / "build" / "bench-bundles"))
 CACHE = os.environ.get("BUNDLES_BENCH_CACHE", "warm")
+# With a warm main run, the smallest size is also timed from a cold cache (needs root for drop_caches).
+COLD_TOO = os.environ.get("BUNDLES_BENCH_COLD_TOO", "1" if os.geteuid() == 0 else "0") == "1"
 SETTLE_S = 1.0
 IDENTITY = ApplianceIdentity("enclave", "stable", "cpu-dev")
 
@@ -95,9 +100,9 @@ def build(base: Path, keys: Path, gib: int) -> Path:
     return bundle
 
 
-def warm(paths: list[Path]) -> None:
+def warm(paths: list[Path], cache: str = CACHE) -> None:
     """Prepare a timed run: read the files (warm) or drop every cached page (cold), then settle the disk."""
-    if CACHE == "cold":
+    if cache == "cold":
         os.sync()
         Path("/proc/sys/vm/drop_caches").write_text("3\n")
     else:
@@ -107,6 +112,30 @@ def warm(paths: list[Path]) -> None:
                     pass
     os.sync()
     time.sleep(SETTLE_S)
+
+
+def pair(
+    bundle: Path,
+    files: list[Path],
+    copied: list[str],
+    root: Path,
+    index: int,
+    cache: str,
+    imports: list[float],
+    copies: list[float],
+    rss: list[int],
+) -> None:
+    """One timed import and one timed `cp` of the same payload; which goes first alternates with `index`."""
+    for side in ("ours", "cp") if index % 2 == 0 else ("cp", "ours"):
+        warm(files, cache)
+        if side == "ours":
+            wall, peak = run_import(bundle, WORK / "state", root)
+            imports.append(wall)
+            rss.append(peak)
+            shutil.rmtree(WORK / "state")
+        else:
+            copies.append(run_cp(bundle, WORK / "cp-dest", copied))
+            shutil.rmtree(WORK / "cp-dest")
 
 
 def run_import(bundle: Path, state: Path, root: Path) -> tuple[float, int]:
@@ -160,6 +189,7 @@ def main() -> int:
     keys = vendor_kit(WORK)
     root = WORK / "roots" / "1.root.json"
     results: dict[str, dict[str, float]] = {}
+    cold: dict[str, Any] | None = None
     try:
         for gib in SIZES:
             bundle = build(WORK, keys, gib)
@@ -168,23 +198,30 @@ def main() -> int:
             copied = sorted(str(p.relative_to(bundle / "targets")) for p in (bundle / "targets").rglob("*"))
             size = sum(p.stat().st_size for p in files)
             runs = RUNS if gib == min(SIZES) else LARGE_RUNS
-            imports, copies, rss, ours_v, ref_v = [], [], [], [], []
+            imports: list[float] = []
+            copies: list[float] = []
+            rss: list[int] = []
+            ours_v: list[float] = []
+            ref_v: list[float] = []
             load = [os.getloadavg()[0]]
             for index in range(runs):
-                for side in ("ours", "cp") if index % 2 == 0 else ("cp", "ours"):
-                    warm(files)
-                    if side == "ours":
-                        wall, peak = run_import(bundle, WORK / "state", root)
-                        imports.append(wall)
-                        rss.append(peak)
-                        shutil.rmtree(WORK / "state")
-                    else:
-                        copies.append(run_cp(bundle, WORK / "cp-dest", copied))
-                        shutil.rmtree(WORK / "cp-dest")
+                pair(bundle, files, copied, root, index, CACHE, imports, copies, rss)
                 warm(files)
                 ours_v.append(run_deep_verify(bundle, root, WORK / "state-v"))
                 warm(files)
                 ref_v.append(run_sha256sum(files))
+            if gib == min(SIZES) and CACHE == "warm" and COLD_TOO:
+                # The same pairs from a cold page cache: how an import from a stick just plugged in reads.
+                cold_imports: list[float] = []
+                cold_copies: list[float] = []
+                for index in range(runs):
+                    pair(bundle, files, copied, root, index, "cold", cold_imports, cold_copies, [])
+                cold = {
+                    "import_s": statistics.median(cold_imports),
+                    "cp_s": statistics.median(cold_copies),
+                    "import_runs_s": [round(x, 3) for x in cold_imports],
+                    "cp_runs_s": [round(x, 3) for x in cold_copies],
+                }
             results[f"{gib}g"] = {
                 "bytes": size,
                 "runs": runs,
@@ -208,6 +245,8 @@ def main() -> int:
         "verify_throughput_ratio_vs_sha256sum": round(s["sha256sum_s"] / s["verify_s"], 3),
         "peak_rss_ratio_8g_vs_1g": round(results[large]["import_peak_rss_kib"] / s["import_peak_rss_kib"], 3),
         "import_time_ratio_vs_cp_by_size": {name: round(r["import_s"] / r["cp_s"], 3) for name, r in results.items()},
+        "import_time_ratio_vs_cp_cold_cache": round(cold["import_s"] / cold["cp_s"], 3) if cold else None,
+        "cold_cache": {small: cold} if cold else None,
         "reference": {
             "import": "cp -r targets/ DEST && sync DEST/<every copied path>, same source, same disk, same run",
             "verify": "sha256sum over the same files, same run",
@@ -232,6 +271,11 @@ def main() -> int:
             f"{name:>8} {r['runs']:>5} {r['import_s']:9.2f} {r['cp_s']:7.2f} {r['import_s'] / r['cp_s']:6.2f} "
             f"{r['bytes'] / r['verify_s'] / 1e6:12.0f} {r['bytes'] / r['sha256sum_s'] / 1e6:15.0f} "
             f"{r['import_peak_rss_kib'] / 1024:13.1f} {load_range:>11}"
+        )
+    if cold:
+        print(
+            f"{small + ' cold':>8} {RUNS:>5} {cold['import_s']:9.2f} {cold['cp_s']:7.2f} "
+            f"{cold['import_s'] / cold['cp_s']:6.2f}   (page cache dropped before every timed run, both sides)"
         )
     print(
         f"import/cp {summary['import_time_ratio_vs_cp']}x (goal <= 1.10), verify/sha256sum throughput "
