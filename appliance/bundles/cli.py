@@ -45,12 +45,7 @@ NO_AUDIT_HELP = "do not record the step in the console's audit trail (only where
 def _config() -> UpdateConfig:
     state_dir = Path(os.environ.get("ENCLAVE_STATE_DIR", "var"))
     root = Path(os.environ.get("ENCLAVE_BUNDLE_TRUST_ROOT", state_dir / "bundle-trust-root.json"))
-    identity = ApplianceIdentity(
-        product=PRODUCT,
-        channel=os.environ.get("ENCLAVE_CHANNEL", "stable"),
-        hardware_class=os.environ.get("ENCLAVE_HARDWARE_CLASS", "cpu-dev"),
-    )
-    return UpdateConfig(state_dir=state_dir, shipped_root=root, identity=identity)
+    return UpdateConfig(state_dir=state_dir, shipped_root=root, identity=ApplianceIdentity.from_env())
 
 
 def _phase_hook(phase: str) -> None:

@@ -129,16 +129,13 @@ class ObjectStore:
         self.check_space(entries)
         self.discard_partials()
         counter = _Counter(Progress(0, sum(e.length for e in entries), ""), progress, inline=False)
-        todo: list[TargetEntry] = []
-        seen: set[str] = set()
+        todo = self.missing(entries)
+        copying = set(todo)
         skipped = 0
         for entry in entries:
-            if entry.sha256 in seen or self.has(entry):
+            if entry not in copying:
                 skipped += 1
                 counter.advance(entry.length, entry.path, skipped=True)
-            else:
-                todo.append(entry)
-            seen.add(entry.sha256)
         copied = copied_bytes = 0
         error: BaseException | None = None
         running: dict[Future[None], TargetEntry] = {}
@@ -177,12 +174,7 @@ class ObjectStore:
         writers: ThreadPoolExecutor,
     ) -> None:
         """Stream one target into a partial file, checked, then make it durable under its digest."""
-        try:
-            src = open_regular(source)
-        except UnsafeEntry:
-            raise
-        except OSError as exc:
-            raise SourceUnavailable(f"targets/{entry.path} cannot be opened: {exc.strerror}") from exc
+        src = _open_source(source, f"targets/{entry.path}")
         os.posix_fadvise(src, 0, 0, os.POSIX_FADV_SEQUENTIAL)  # a larger read-ahead window on the stick
         tmp = self.objects / f".{entry.sha256}.{os.getpid()}.partial"
         length = 0
@@ -254,6 +246,16 @@ class _Counter:
             with self.lock:
                 snapshot = replace(self.state)
             self.callback(snapshot)
+
+
+def _open_source(path: Path, label: str) -> int:
+    """open_regular for a file to read, its failures as bundle errors (UnsafeEntry passes through)."""
+    try:
+        return open_regular(path)
+    except UnsafeEntry:
+        raise
+    except OSError as exc:
+        raise SourceUnavailable(f"{label} cannot be opened: {exc.strerror}") from exc
 
 
 def _open_for_write(path: Path) -> tuple[int, bool]:
@@ -342,12 +344,7 @@ def check_targets(bundle_dir: Path, entries: Iterable[TargetEntry], progress: Pr
     entries = list(entries)
     counter = _Counter(Progress(0, sum(e.length for e in entries), ""), progress, inline=True)
     for entry in entries:
-        try:
-            fd = open_regular(bundle_dir / "targets" / entry.path)
-        except UnsafeEntry:
-            raise
-        except OSError as exc:
-            raise SourceUnavailable(f"targets/{entry.path} cannot be opened: {exc.strerror}") from exc
+        fd = _open_source(bundle_dir / "targets" / entry.path, f"targets/{entry.path}")
         with os.fdopen(fd, "rb", buffering=0) as reader:
             stream_checked(reader, entry, None, counter)
     return counter.state.done_bytes
@@ -357,12 +354,7 @@ def copy_verified(source: Path, entry: TargetEntry, dest: Path) -> None:
     """Copy one file to `dest` (a new file), checked against its signed length and SHA-256 on the way; on
     any failure `dest` is removed. For a privileged reader that must not trust the file afterwards: the
     bytes it uses are the ones it checked (the root-side applier's private copy of a bundle's debs/)."""
-    try:
-        src = open_regular(source)
-    except UnsafeEntry:
-        raise
-    except OSError as exc:
-        raise SourceUnavailable(f"{entry.path} cannot be opened: {exc.strerror}") from exc
+    src = _open_source(source, entry.path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:

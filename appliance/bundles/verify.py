@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,6 +57,7 @@ from appliance.bundles.layout import (
     CUSTOM_KEY,
     MAX_LENGTHS,
     MAX_ROOT_ROTATIONS,
+    PRODUCT,
     ReleaseInfo,
     check_target_path,
     check_top_level,
@@ -73,6 +75,13 @@ class ApplianceIdentity:
     product: str
     channel: str
     hardware_class: str
+
+    @classmethod
+    def from_env(cls) -> ApplianceIdentity:
+        """This appliance: ENCLAVE_CHANNEL (default stable), ENCLAVE_HARDWARE_CLASS (default cpu-dev)."""
+        return cls(
+            PRODUCT, os.environ.get("ENCLAVE_CHANNEL", "stable"), os.environ.get("ENCLAVE_HARDWARE_CLASS", "cpu-dev")
+        )
 
 
 @dataclass(frozen=True)
