@@ -38,9 +38,15 @@ def test_import_activate_rollback_with_a_real_worker(celery_worker_process, pers
         response = admin.post(path, data or {})
         assert response.status_code == 302, response.content[-800:]
         job = ImportJob.objects.order_by("-id").first()
+        assert response["Location"] == f"/updates/?job={job.pk}"  # the redirect names the job just requested
         wait_for(lambda: _job_done(job.pk), timeout=60, what=f"job {job.pk} ({worker.output()[-500:]})")
         job.refresh_from_db()
         assert job.status == "done", (job.error_code, job.error_message)
+        # the page it redirected to still shows that job's box once the job has ended, without polling
+        shown = admin.get(response["Location"]).content.decode()
+        assert f'<div class="job" data-job="{job.pk}" data-status="done"' in shown
+        assert "<h2>Requested step</h2>" in shown
+        assert 'hx-trigger="every 1s"' not in shown
         return job
 
     job = run("/updates/import/", {"bundle": "ENCLAVE-2026Q3"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from appliance.bundles.errors import BundleError
@@ -16,14 +17,25 @@ from mgmt.updates.models import ImportJob
 from mgmt.updates.services import do_request_activate, do_request_import, do_request_rollback
 
 
-def _context() -> dict[str, object]:
+def _job(job_id: str) -> ImportJob | None:
+    return ImportJob.objects.filter(pk=int(job_id)).first() if job_id.isdigit() else None
+
+
+def _context(job_id: str = "") -> dict[str, object]:
+    """The page; `?job=ID` (where a request redirects) shows that job's box even when it ended before
+    the page loaded, so the admin always sees the outcome of what they clicked. Otherwise the box shows
+    the unfinished job, if any."""
     state = update_manager().read_state()
     return {
         "state": state,
         "bundles": discover(),
         "jobs": ImportJob.objects.select_related("requested_by")[:20],
-        "active_job": ImportJob.objects.filter(active=True).first(),
+        "shown_job": _job(job_id) or ImportJob.objects.filter(active=True).first(),
     }
+
+
+def _requested(job: ImportJob) -> HttpResponse:
+    return redirect(f"{reverse('console:updates')}?job={job.pk}")
 
 
 def _refused(request: HttpRequest, error: BundleError) -> HttpResponse:
@@ -35,45 +47,44 @@ def _refused(request: HttpRequest, error: BundleError) -> HttpResponse:
 @require_role(Role.APPLIANCE_ADMIN)
 @require_GET
 def updates(request: HttpRequest) -> HttpResponse:
-    return render(request, "console/updates.html", _context())
+    return render(request, "console/updates.html", _context(request.GET.get("job", "")))
 
 
 @require_role(Role.APPLIANCE_ADMIN)
 @require_POST
 def update_import(request: HttpRequest) -> HttpResponse:
     try:
-        do_request_import(request.POST.get("bundle", ""), actor=request.user, request=request)
+        job = do_request_import(request.POST.get("bundle", ""), actor=request.user, request=request)
     except BundleError as error:
         return _refused(request, error)
-    return redirect("console:updates")
+    return _requested(job)
 
 
 @require_role(Role.APPLIANCE_ADMIN)
 @require_POST
 def update_activate(request: HttpRequest) -> HttpResponse:
     try:
-        do_request_activate(actor=request.user, request=request)
+        job = do_request_activate(actor=request.user, request=request)
     except BundleError as error:
         return _refused(request, error)
-    return redirect("console:updates")
+    return _requested(job)
 
 
 @require_role(Role.APPLIANCE_ADMIN)
 @require_POST
 def update_rollback(request: HttpRequest) -> HttpResponse:
     try:
-        do_request_rollback(actor=request.user, request=request)
+        job = do_request_rollback(actor=request.user, request=request)
     except BundleError as error:
         return _refused(request, error)
-    return redirect("console:updates")
+    return _requested(job)
 
 
 @require_role(Role.APPLIANCE_ADMIN)
 @require_GET
 def update_progress(request: HttpRequest) -> HttpResponse:
     """The htmx fragment polled while a job runs (`?job=ID`); it stops polling once the job ends."""
-    job_id = request.GET.get("job", "")
-    job = ImportJob.objects.filter(pk=int(job_id)).first() if job_id.isdigit() else None
+    job = _job(request.GET.get("job", ""))
     if job is None:
         return render(
             request,

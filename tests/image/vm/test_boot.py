@@ -189,22 +189,25 @@ def _bundle_rows(page: str) -> dict[str, str]:
 
 
 def _run_step(admin: ConsoleSession, path: str, form: dict[str, str]) -> tuple[str, str, str]:
-    """POST an update step, wait for its Celery job to end; (status, error code, the Updates page)."""
-    status, _, body = admin.post(path, form)
+    """POST an update step and follow the job it created (the redirect names it) until it ends;
+    (outcome as the History shows it, error code, the Updates page read after the job ended)."""
+    status, location, body = admin.post(path, form)
     assert status == 302, body[:2000]
+    job_id = first(r"^/updates/\?job=(\d+)$", location)
     deadline = time.monotonic() + STEP_TIMEOUT
-    page = ""
     while time.monotonic() < deadline:
-        status, _, page = admin.get("/updates/")
-        assert status == 200
-        if 'hx-get="/updates/progress/?job=' not in page:
+        status, _, fragment = admin.get(f"/updates/progress/?job={job_id}")
+        assert status == 200, fragment[:2000]
+        if first(r'data-status="(\w+)"', fragment) in ("done", "failed"):
             break
         time.sleep(3)
     else:
-        raise TimeoutError(f"{path} did not finish within {STEP_TIMEOUT} s")
+        raise TimeoutError(f"{path} (job {job_id}) did not finish within {STEP_TIMEOUT} s")
+    status, _, page = admin.get(f"/updates/?job={job_id}")
+    assert status == 200
     history = page.split("<h2>History</h2>", 1)[1]
-    found = re.search(r'<td data-code="([^"]*)">(\w+)', history)
-    assert found
+    found = re.search(rf'<tr><td>{job_id}</td>.*?<td data-code="([^"]*)">(\w+)', history, re.S)
+    assert found, history[:3000]
     code, outcome = found.group(1), found.group(2)
     return outcome, code, page
 
