@@ -66,3 +66,10 @@ class ImportJob(models.Model):
         if speed <= 0:
             return None
         return int((self.total_bytes - self.done_bytes) / speed)
+
+    @property
+    def took_seconds(self) -> float | None:
+        """How long an ended job ran (claimed to finished); None while it runs."""
+        if not self.started_at or not self.finished_at:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()

@@ -37,6 +37,9 @@ def test_import_and_activate_in_the_browser(
         page.get_by_test_id("import-ENCLAVE-2026Q3").click()
         job = page.locator("div.job")
         expect(job).to_have_attribute("data-status", "done", timeout=60_000)
+        # the page reloads itself once the job ends (HX-Refresh), so the History is current too
+        expect(page.get_by_role("heading", name="Requested step")).to_be_visible()
+        expect(page.locator("section", has=page.get_by_role("heading", name="History"))).to_contain_text("Done")
         expect(job.get_by_test_id("percent")).to_have_text("100.0%")
         browser.screenshot(page, "imported")
 

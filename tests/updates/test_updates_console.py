@@ -46,6 +46,7 @@ def test_import_activate_rollback_with_a_real_worker(celery_worker_process, pers
         shown = admin.get(response["Location"]).content.decode()
         assert f'<div class="job" data-job="{job.pk}" data-status="done"' in shown
         assert "<h2>Requested step</h2>" in shown
+        assert 'data-testid="took">' in shown and "MB/s" not in shown  # an ended job says how long it took
         assert 'hx-trigger="every 1s"' not in shown
         return job
 
@@ -54,6 +55,9 @@ def test_import_activate_rollback_with_a_real_worker(celery_worker_process, pers
     assert b'data-status="done"' in progress.content
     assert b"100.0%" in progress.content
     assert b'hx-trigger="every 1s"' not in progress.content  # polling stops once the job ended
+    assert "HX-Refresh" not in progress  # a plain GET is not told to reload
+    polled = admin.get(f"/updates/progress/?job={job.pk}", headers={"HX-Request": "true"})
+    assert polled["HX-Refresh"] == "true"  # htmx reloads the page so its state and History are current
     run("/updates/activate/")
     assert b'data-testid="current-release">2026Q3<' in admin.get("/updates/").content
 

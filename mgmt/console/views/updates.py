@@ -83,7 +83,8 @@ def update_rollback(request: HttpRequest) -> HttpResponse:
 @require_role(Role.APPLIANCE_ADMIN)
 @require_GET
 def update_progress(request: HttpRequest) -> HttpResponse:
-    """The htmx fragment polled while a job runs (`?job=ID`); it stops polling once the job ends."""
+    """The htmx fragment polled while a job runs (`?job=ID`); once the job ends it stops polling and
+    tells htmx to reload the page."""
     job = _job(request.GET.get("job", ""))
     if job is None:
         return render(
@@ -92,4 +93,8 @@ def update_progress(request: HttpRequest) -> HttpResponse:
             {"error_code": "updates.no_such_job", "error": "There is no such update job."},
             status=404,
         )
-    return render(request, "console/updates_job.html", {"job": job})
+    response = render(request, "console/updates_job.html", {"job": job})
+    if not job.active and request.headers.get("HX-Request") == "true":
+        # The job ended while the page polled: reload it, so the release, state and History are current.
+        response["HX-Refresh"] = "true"
+    return response
