@@ -150,6 +150,12 @@ def _kill_at_first_token(api: openai.OpenAI, hi: list[dict[str, str]], engine: R
     return None
 
 
+def _restarted(api: openai.OpenAI, hi: list[dict[str, str]], engine: RunningEngine, starts: int) -> None:
+    """Wait until the supervisor has started the engine again and the gateway answers through it."""
+    engine.supervisor.wait_ready(engine.name, timeout=600, min_starts=starts + 1)
+    wait_for(lambda: _answers(api, hi), timeout=30, what="a completion after the restart")
+
+
 def test_engine_killed_mid_stream_then_restarted(world, vllm_engine, engine_route, gateway):
     api = openai.OpenAI(base_url=f"{gateway().url}/v1", api_key=world.nurse_key, max_retries=0, timeout=120)
     hi = [{"role": "user", "content": "Tell me everything"}]
@@ -167,8 +173,7 @@ def test_engine_killed_mid_stream_then_restarted(world, vllm_engine, engine_rout
         # answer, audited as one, and the engine is killed all the same: try again once it is back.
         event = _last()
         assert (event.outcome, event.data["completion_tokens"]) == ("ok", LONG_ANSWER)
-        supervisor.wait_ready(name, timeout=600, min_starts=starts + 1)
-        wait_for(lambda: _answers(api, hi), timeout=30, what="a completion after the restart")
+        _restarted(api, hi, vllm_engine, starts)
     else:
         pytest.fail("the engine finished its answer before the kill landed, three times over")
     assert "stopped in the middle" in str(stopped)
@@ -180,6 +185,5 @@ def test_engine_killed_mid_stream_then_restarted(world, vllm_engine, engine_rout
         api.chat.completions.create(model="default", messages=hi, max_tokens=4)
     assert down.value.code in ("upstream_unavailable", "upstream_failed")
 
-    supervisor.wait_ready(name, timeout=600, min_starts=starts + 1)
-    wait_for(lambda: _answers(api, hi), timeout=30, what="a completion after the restart")
+    _restarted(api, hi, vllm_engine, starts)
     assert _last().outcome == "ok"
