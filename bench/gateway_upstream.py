@@ -4,7 +4,8 @@ engine where a real one cannot misbehave on demand (named as such: it is not vLL
 It answers /v1/models, /v1/chat/completions (unary and SSE), /v1/completions and /v1/embeddings with fixed
 text, as fast as asyncio allows, so that a proxy in front of it is what a benchmark measures.
 Misbehaviour for tests, chosen on the command line: --fail-status, --garbage, --die-after-chunks,
---delay, --chunk-delay, --max-model-len, --echo (returns the request body it received).
+--delay, --chunk-delay, --max-model-len, --echo (returns the request body and headers it received),
+--set-cookie (every answer sets a cookie, as a web server in front of an engine might).
 
     python bench/gateway_upstream.py --port 0 --port-file /tmp/port
 """
@@ -32,14 +33,16 @@ class Behaviour:
         self.chunks: int = args.chunks
         self.max_model_len: int = args.max_model_len
         self.echo: bool = args.echo
+        self.set_cookie: bool = args.set_cookie
         self.name: str = args.name
         self.served = 0
 
 
-def _response(status: int, body: bytes, content_type: bytes = b"application/json") -> bytes:
+def _response(status: int, body: bytes, content_type: bytes = b"application/json", extra: bytes = b"") -> bytes:
     reason = {200: b"OK", 400: b"Bad Request", 404: b"Not Found"}.get(status, b"Error")
     return (
-        b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n" % (status, reason, content_type, len(body))
+        b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s\r\n"
+        % (status, reason, content_type, len(body), extra)
     ) + body
 
 
@@ -68,6 +71,7 @@ class Upstream(asyncio.Protocol):
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
         self.busy = False
+        self.headers: dict[str, str] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -85,16 +89,17 @@ class Upstream(asyncio.Protocol):
         head = self.buffer[:head_end].decode("latin-1")
         lines = head.split("\r\n")
         method, path, _version = lines[0].split(" ", 2)
-        length = 0
+        headers = {}
         for line in lines[1:]:
             name, _sep, value = line.partition(":")
-            if name.strip().lower() == "content-length":
-                length = int(value.strip())
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
         if len(self.buffer) < head_end + 4 + length:
             return
         body = self.buffer[head_end + 4 : head_end + 4 + length]
         self.buffer = self.buffer[head_end + 4 + length :]
         self.busy = True
+        self.headers = headers
         asyncio.get_running_loop().create_task(self._handle(method, path, body))
 
     def _write(self, data: bytes) -> None:
@@ -174,11 +179,15 @@ class Upstream(asyncio.Protocol):
         }
         if b.echo:
             out["enclave_test_echo"] = body
-        self._write(_response(200, json.dumps(out).encode()))
+            out["enclave_test_headers"] = self.headers
+        self._write(_response(200, json.dumps(out).encode(), extra=self._cookie()))
 
     async def _stream(self, body: dict[str, Any], chat: bool, prompt: int, now: int) -> None:
         b = self.b
-        self._write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        self._write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n%s\r\n"
+            % self._cookie()
+        )
         kind = "chat.completion.chunk" if chat else "text_completion"
         for i in range(b.chunks):
             if b.die_after and i == b.die_after:
@@ -196,6 +205,7 @@ class Upstream(asyncio.Protocol):
             }
             if b.echo and i == 0:
                 event["enclave_test_echo"] = body
+                event["enclave_test_headers"] = self.headers
             self._chunk(b"data: " + json.dumps(event).encode() + b"\n\n")
             if b.chunk_delay:
                 await asyncio.sleep(b.chunk_delay)
@@ -215,6 +225,11 @@ class Upstream(asyncio.Protocol):
         self._chunk(b"data: [DONE]\n\n")
         self._write(b"0\r\n\r\n")
 
+    def _cookie(self) -> bytes:
+        if not self.b.set_cookie:
+            return b""
+        return b"set-cookie: engine_session=answer-%d; Path=/\r\n" % self.b.served
+
     def _chunk(self, data: bytes) -> None:
         self._write(b"%x\r\n%s\r\n" % (len(data), data))
 
@@ -233,6 +248,7 @@ def main() -> None:
     parser.add_argument("--die-after-chunks", type=int, default=0)
     parser.add_argument("--max-model-len", type=int, default=2048)
     parser.add_argument("--echo", action="store_true")
+    parser.add_argument("--set-cookie", action="store_true")
     args = parser.parse_args()
     behaviour = Behaviour(args)
 

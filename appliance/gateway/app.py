@@ -71,6 +71,12 @@ class Gateway:
             ),
             auto_decompress=False,
             trust_env=False,
+            # An engine's cookies are never stored or sent back: one jar would be shared by every
+            # department's requests. Bytes pass through as they come, so the engine is not asked to
+            # compress them.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("Accept-Encoding",),
+            headers={"User-Agent": "enclave-gateway"},
         )
         await self.audit.start()
         await self.keeper.start()

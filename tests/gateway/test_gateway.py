@@ -352,6 +352,35 @@ def test_departments_see_and_use_only_their_own_routes(world, upstream, gateway)
     assert gateway_events(department="Litigation", outcome="denied")[-1].target_id == "triage"
 
 
+def test_cookies_set_by_an_engine_go_nowhere(world, upstream, gateway):
+    """An engine (or a web server in front of one) that sets a cookie must not see it come back on a
+    later request, least of all on another department's, and clients never receive it."""
+    up = upstream("--echo", "--set-cookie")
+    # By name, as a multi-node engine would be configured (aiohttp keeps no cookies from bare IPs).
+    shared = add_deployment("shared", up.url.replace("127.0.0.1", "localhost"))
+    route(world.emergency, "default", shared)
+    route(world.litigation, "default", shared)
+    gw = gateway()
+    nurse, lawyer = client(gw, world.nurse_key), client(gw, world.lawyer_key)
+    hi = [{"role": "user", "content": "hi"}]
+
+    first = nurse.chat.completions.with_raw_response.create(model="default", messages=hi)
+    assert "set-cookie" not in first.headers
+    assert "cookie" not in first.parse().model_extra["enclave_test_headers"]
+    for api in (lawyer, nurse):
+        raw = api.chat.completions.with_raw_response.create(model="default", messages=hi)
+        assert "set-cookie" not in raw.headers
+        assert "cookie" not in raw.parse().model_extra["enclave_test_headers"]
+        chunks = list(api.chat.completions.create(model="default", messages=hi, stream=True))
+        assert "cookie" not in chunks[0].model_extra["enclave_test_headers"]
+    # The engine hears who is asking only through what the gateway chooses to send.
+    sent = raw.parse().model_extra["enclave_test_headers"]
+    assert "authorization" not in sent
+    assert sent["content-type"] == "application/json"
+    assert "accept-encoding" not in sent  # answers are passed through as they come: never compressed
+    assert sent["user-agent"] == "enclave-gateway"
+
+
 def test_console_changes_reach_the_gateway_through_pubsub(world, upstream, gateway):
     up = upstream()
     gw = gateway()  # reloads only on pub/sub here (timer at 600 s)
