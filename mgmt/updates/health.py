@@ -1,6 +1,7 @@
 """The health gate run after the pointer flip: every pointer resolves, every configured engine answers
-/health, serves the model under the activated models pointer, and answers a one-token smoke chat
-completion. A failure rolls the appliance back to N-1 (decision 0404)."""
+/health, serves the model under the activated models pointer (as vLLM's /v1/models or llama-server's
+/props names it), and answers a one-token smoke chat completion. A failure rolls the appliance back
+to N-1 (decision 0404)."""
 
 from __future__ import annotations
 
@@ -29,14 +30,25 @@ def _wait_healthy(client: httpx.Client, base: str, deadline: float) -> None:
     raise HealthCheckFailed(f"engine {base} did not become healthy ({last})")
 
 
-def _served_root(client: httpx.Client, base: str) -> str | None:
-    """The model directory the engine says it loaded (vLLM's /v1/models `root`), or None if it cannot say."""
+def _get_json(client: httpx.Client, url: str) -> object:
     try:
-        models = client.get(f"{base}/v1/models").json()["data"]
-        root = models[0].get("root")
-    except (httpx.HTTPError, KeyError, IndexError, ValueError, AttributeError):
+        response = client.get(url)
+        return response.json() if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
         return None
-    return root if isinstance(root, str) else None
+
+
+def _served_root(client: httpx.Client, base: str) -> str | None:
+    """The model the engine says it loaded: vLLM's /v1/models `root` (its model directory), else
+    llama-server's /props `model_path` (its GGUF file); None if it cannot say. A relative path would be
+    relative to the engine's working directory, which the gate does not know: that counts as cannot say."""
+    models = _get_json(client, f"{base}/v1/models")
+    data = models.get("data") if isinstance(models, dict) else None
+    root = data[0].get("root") if isinstance(data, list) and data and isinstance(data[0], dict) else None
+    if not isinstance(root, str):
+        props = _get_json(client, f"{base}/props")
+        root = props.get("model_path") if isinstance(props, dict) else None
+    return root if isinstance(root, str) and Path(root).is_absolute() else None
 
 
 def _wait_serving_pointer(client: httpx.Client, base: str, models: Path, deadline: float) -> None:

@@ -14,9 +14,18 @@ import pytest
 
 from appliance.engines import RestartPolicy, Supervisor, VllmCpuEngine
 from appliance.engines.follow import PointerFollower
+from appliance.engines.llama_cpp import cpu_fixture_engine
 from mgmt.audit.models import AuditEvent
 from mgmt.updates.services import do_request_activate, do_request_import, run_job
-from tests.fixtures.engine import ENGINE_PYTHON, FIXTURE_MODEL, REPO, SERVED_MODEL
+from tests.fixtures.engine import (
+    ENGINE_PYTHON,
+    FIXTURE_GGUF,
+    FIXTURE_MODEL,
+    LLAMA_SERVER,
+    REPO,
+    SERVED_MODEL,
+    require_llama_server,
+)
 from tests.fixtures.processes import wait_for
 from tests.updates.conftest import put_on_stick
 
@@ -123,3 +132,40 @@ def test_gate_refuses_an_engine_still_serving_the_old_model(personas, media, ven
     assert not (settings.STATE_DIR / "bundles" / "current" / "models").exists()  # back to "no release"
     assert not (settings.STATE_DIR / "bundles" / "trust.json").exists()
     assert _chat(vllm_engine.base_url) == 200
+
+
+@pytest.mark.engine
+@pytest.mark.django_db
+def test_gate_reads_llama_servers_model_path(personas, media, vendor_kit, settings) -> None:
+    """llama-server names no model directory in /v1/models; the gate reads its /props `model_path`. An
+    engine started on the GGUF inside the imported release passes the gate; the same engine, still on
+    that GGUF after the next release's flip, is refused and the flip undone."""
+    require_llama_server()
+    gguf = {"models/fixture-gguf/model.gguf": FIXTURE_GGUF.read_bytes()}
+    put_on_stick(vendor_kit, media, gguf, "2026Q4", 1)
+    assert run_job(do_request_import("ENCLAVE-2026Q4", actor=personas.admin).pk) == "done"
+    staged = settings.STATE_DIR / "bundles" / "releases" / "2026Q4" / "files" / "models" / "fixture-gguf" / "model.gguf"
+    engine = cpu_fixture_engine(
+        binary=LLAMA_SERVER, model=staged, port=_free_port(), name="test-gate-llama", served_model_name=SERVED_MODEL
+    )
+    supervisor = Supervisor(REPO / "test-artifacts" / "engines", RestartPolicy(initial_delay_s=0.5, max_delay_s=5.0))
+    settings.UPDATES_SMOKE_ENDPOINTS = [engine.base_url]
+    settings.UPDATES_HEALTH_TIMEOUT_SECONDS = 60
+    try:
+        supervisor.start(engine)  # as systemd restarts the engine unit on the new release's model
+        supervisor.wait_ready(engine.name, timeout=120)
+        assert run_job(do_request_activate(actor=personas.admin).pk) == "done"
+        event = AuditEvent.objects.filter(action="bundle.activate").order_by("id").last()
+        assert event.outcome == "ok"
+
+        put_on_stick(vendor_kit, media, {"models/fixture-gguf-2027q1/model.gguf": gguf.popitem()[1]}, "2027Q1", 2)
+        assert run_job(do_request_import("ENCLAVE-2027Q1", actor=personas.admin).pk) == "done"
+        settings.UPDATES_HEALTH_TIMEOUT_SECONDS = 5  # nobody restarts the engine: any bound will do
+        job = do_request_activate(actor=personas.admin)
+        assert run_job(job.pk) == "bundle.health_check_failed"
+        job.refresh_from_db()
+        assert f"serves {staged}, not the activated model" in job.error_message
+        current = settings.STATE_DIR / "bundles" / "current" / "models"
+        assert current.resolve() == staged.parent.parent.resolve()  # back on 2026Q4
+    finally:
+        supervisor.stop_all()
