@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from django.conf import settings
@@ -30,7 +31,8 @@ def _wait_healthy(client: httpx.Client, base: str, deadline: float) -> None:
     raise HealthCheckFailed(f"engine {base} did not become healthy ({last})")
 
 
-def _get_json(client: httpx.Client, url: str) -> object:
+def _get_json(client: httpx.Client, url: str) -> Any:
+    """The JSON document at `url`, or None when it does not answer 200 with JSON."""
     try:
         response = client.get(url)
         return response.json() if response.status_code == 200 else None
@@ -42,12 +44,15 @@ def _served_root(client: httpx.Client, base: str) -> str | None:
     """The model the engine says it loaded: vLLM's /v1/models `root` (its model directory), else
     llama-server's /props `model_path` (its GGUF file); None if it cannot say. A relative path would be
     relative to the engine's working directory, which the gate does not know: that counts as cannot say."""
-    models = _get_json(client, f"{base}/v1/models")
-    data = models.get("data") if isinstance(models, dict) else None
-    root = data[0].get("root") if isinstance(data, list) and data and isinstance(data[0], dict) else None
+    try:
+        root = _get_json(client, f"{base}/v1/models")["data"][0].get("root")
+    except (TypeError, KeyError, IndexError, AttributeError):
+        root = None
     if not isinstance(root, str):
-        props = _get_json(client, f"{base}/props")
-        root = props.get("model_path") if isinstance(props, dict) else None
+        try:
+            root = _get_json(client, f"{base}/props").get("model_path")
+        except AttributeError:
+            root = None
     return root if isinstance(root, str) and Path(root).is_absolute() else None
 
 

@@ -141,8 +141,8 @@ def test_gate_reads_llama_servers_model_path(personas, media, vendor_kit, settin
     engine started on the GGUF inside the imported release passes the gate; the same engine, still on
     that GGUF after the next release's flip, is refused and the flip undone."""
     require_llama_server()
-    gguf = {"models/fixture-gguf/model.gguf": FIXTURE_GGUF.read_bytes()}
-    put_on_stick(vendor_kit, media, gguf, "2026Q4", 1)
+    gguf = FIXTURE_GGUF.read_bytes()
+    put_on_stick(vendor_kit, media, {"models/fixture-gguf/model.gguf": gguf}, "2026Q4", 1)
     assert run_job(do_request_import("ENCLAVE-2026Q4", actor=personas.admin).pk) == "done"
     staged = settings.STATE_DIR / "bundles" / "releases" / "2026Q4" / "files" / "models" / "fixture-gguf" / "model.gguf"
     engine = cpu_fixture_engine(
@@ -158,7 +158,7 @@ def test_gate_reads_llama_servers_model_path(personas, media, vendor_kit, settin
         event = AuditEvent.objects.filter(action="bundle.activate").order_by("id").last()
         assert event.outcome == "ok"
 
-        put_on_stick(vendor_kit, media, {"models/fixture-gguf-2027q1/model.gguf": gguf.popitem()[1]}, "2027Q1", 2)
+        put_on_stick(vendor_kit, media, {"models/fixture-gguf-2027q1/model.gguf": gguf}, "2027Q1", 2)
         assert run_job(do_request_import("ENCLAVE-2027Q1", actor=personas.admin).pk) == "done"
         settings.UPDATES_HEALTH_TIMEOUT_SECONDS = 5  # nobody restarts the engine: any bound will do
         job = do_request_activate(actor=personas.admin)
