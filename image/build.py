@@ -34,9 +34,7 @@ HERE = REPO / "image"
 IMAGE_NAME = "enclave.raw"
 # The engine of the CPU image and the model it serves (mk/llama.mk: make llama-server fixture-gguf).
 LLAMA_SERVER = Path(os.environ.get("ENCLAVE_IMAGE_LLAMA_SERVER", REPO / "build" / "llama.cpp" / "bin" / "llama-server"))
-FIXTURE_GGUF = Path(
-    os.environ.get("ENCLAVE_IMAGE_FIXTURE_GGUF", REPO / "build" / "fixture-gguf" / "enclave-fixture.gguf")
-)
+FIXTURE_GGUF = fixture.GGUF_FILE
 
 
 class Timer:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -18,6 +19,9 @@ from image.hashes import atomic_write
 
 MODEL, VERSION = "enclave-fixture", "1"
 GGUF_MODEL = "enclave-fixture-gguf"
+# The GGUF file itself (mk/llama.mk: make fixture-gguf).
+_DEFAULT_GGUF = Path(__file__).resolve().parent.parent / "build" / "fixture-gguf" / "enclave-fixture.gguf"
+GGUF_FILE = Path(os.environ.get("ENCLAVE_IMAGE_FIXTURE_GGUF", _DEFAULT_GGUF))
 
 
 def _blob(seed: str, size: int) -> bytes:
@@ -38,18 +42,21 @@ def write_fixture_model(store: Path, key: Ed25519PrivateKey) -> Path:
     return _write_signed(store / MODEL / VERSION, MODEL, files, key)
 
 
-def write_gguf_model(store: Path, key: Ed25519PrivateKey, gguf: Path) -> Path:
-    """Write <store>/enclave-fixture-gguf/1/{model.gguf, manifest.json, manifest.sig}."""
-    return _write_signed(store / GGUF_MODEL / VERSION, GGUF_MODEL, {"model.gguf": gguf.read_bytes()}, key)
+def write_gguf_model(store: Path, key: Ed25519PrivateKey, gguf: Path, version: str = VERSION) -> Path:
+    """Write <store>/enclave-fixture-gguf/<version>/{model.gguf, manifest.json, manifest.sig}."""
+    files = {"model.gguf": gguf.read_bytes()}
+    return _write_signed(store / GGUF_MODEL / version, GGUF_MODEL, files, key, version)
 
 
-def _write_signed(version_dir: Path, model: str, files: dict[str, bytes], key: Ed25519PrivateKey) -> Path:
+def _write_signed(
+    version_dir: Path, model: str, files: dict[str, bytes], key: Ed25519PrivateKey, version: str = VERSION
+) -> Path:
     entries = {}
     for name, data in files.items():
         atomic_write(version_dir / name, data)
         (version_dir / name).chmod(0o644)  # the engines (user enclave) read the weights
         entries[name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    manifest = json.dumps({"model": model, "version": VERSION, "files": entries}, indent=1, sort_keys=True).encode()
+    manifest = json.dumps({"model": model, "version": version, "files": entries}, indent=1, sort_keys=True).encode()
     atomic_write(version_dir / "manifest.json", manifest)
     atomic_write(version_dir / "manifest.sig", key.sign(manifest))
     return version_dir

@@ -4,7 +4,8 @@ vendor tools (appliance.bundles.vendor: keys, root, build, threshold sign).
 The image build ships the root of `vendor_keys(keys)` as /etc/enclave/trust/bundle-root.json, so a
 bundle signed with those keys verifies on the booted image; a release build points ENCLAVE_IMAGE_KEYS at
 the vendor's folder instead. The test bundle is tiny: one small .deb in its own apt repository
-(debs/, with debs/packages.txt naming it), a policies/ file and a model directory with a signed manifest.
+(debs/, with debs/packages.txt naming it), a policies/ file and the model set with signed manifests:
+enclave-fixture and enclave-fixture-gguf, the GGUF the image's llama-server serves once it is activated.
 The stick is a raw disk with an MBR and one ext4 partition made with `mkfs.ext4 -d` (no mount needed).
 """
 
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from appliance.bundles import vendor
 from appliance.bundles.layout import PRODUCT, ReleaseInfo
-from image import debs, sign
+from image import debs, fixture, sign
 from image.errors import ToolFailed
 from image.hashes import atomic_write
 
@@ -81,8 +82,12 @@ def make_deb(out_dir: Path, name: str, version: str) -> Path:
     return deb
 
 
-def release_tree(tree: Path, *, release: str, packages: list[str], debs_dir: Path, model_key: Path) -> Path:
-    """A release's files: debs/ (apt repository + packages.txt), policies/, models/<name>/<version>/."""
+def release_tree(
+    tree: Path, *, release: str, packages: list[str], debs_dir: Path, model_key: Path, gguf: Path | None = None
+) -> Path:
+    """A release's files: debs/ (apt repository + packages.txt), policies/, models/<name>/<version>/:
+    enclave-fixture, and with `gguf` enclave-fixture-gguf, the model the image's llama-server serves once
+    the release is activated (decision 0505)."""
     debs.make_repository(debs_dir, tree / "debs")
     (tree / "debs" / "packages.txt").write_text("".join(f"{name}\n" for name in packages), encoding="utf-8")
     policies = tree / "policies"
@@ -102,6 +107,8 @@ def release_tree(tree: Path, *, release: str, packages: list[str], debs_dir: Pat
     ).encode()
     atomic_write(version_dir / "manifest.json", manifest)
     atomic_write(version_dir / "manifest.sig", sign.load_or_create_key(model_key).sign(manifest))
+    if gguf is not None:
+        fixture.write_gguf_model(tree / "models", sign.load_or_create_key(model_key), gguf, version=release)
     return tree
 
 
@@ -185,8 +192,16 @@ def boot_test_sticks(work: Path, keys: Path) -> dict[str, Path]:
         packages=[PROBE_PACKAGE, "enclave-not-in-this-bundle"],
         debs_dir=pool,
         model_key=model_key,
+        gguf=fixture.GGUF_FILE,
     )
-    good = release_tree(trees / "good", release="2026Q4", packages=[PROBE_PACKAGE], debs_dir=pool, model_key=model_key)
+    good = release_tree(
+        trees / "good",
+        release="2026Q4",
+        packages=[PROBE_PACKAGE],
+        debs_dir=pool,
+        model_key=model_key,
+        gguf=fixture.GGUF_FILE,
+    )
     make_bundle(broken, media, keys=keys, release="2026Q4-broken", sequence=2)
     make_bundle(good, media, keys=keys, release="2026Q4", sequence=3)
     _readable(media)

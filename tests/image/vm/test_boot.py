@@ -252,7 +252,10 @@ def test_a_signed_bundle_from_the_stick_is_imported_and_activated_offline(
     machine: vm.VM, admin: ConsoleSession
 ) -> None:
     """The good bundle: staged from the stick, activated; its .deb installed from its own apt repository
-    by apply-bundle.yml (root service), the model pointer flipped, and both steps in the audit trail."""
+    by apply-bundle.yml (root service), the model pointer flipped, llama-server restarted on the release's
+    GGUF by enclave-engine-follow, the health gate's smoke inference answered by it (ENCLAVE_UPDATES_SMOKE_
+    ENDPOINTS names it: the activation is Done only once the engine serves the activated model), and both
+    steps in the audit trail."""
     outcome, code, page = _run_step(admin, "/updates/import/", {"bundle": "ENCLAVE-2026Q4"})
     assert (outcome, code) == ("Done", ""), page[-3000:]
     outcome, code, page = _run_step(admin, "/updates/activate/", {})
@@ -264,6 +267,8 @@ def test_a_signed_bundle_from_the_stick_is_imported_and_activated_offline(
     assert "enclave-apply-bundle: 2026Q4: signed metadata verified" in text
     assert "enclave-apply-bundle: applying 2026Q4: packages enclave-stick-probe" in text
     assert f"enclave-apply-bundle: {stick.PROBE_PACKAGE} 1.0-1 installed from the bundle's repository" in text
+    released = "/var/lib/enclave/bundles/releases/2026Q4/files/models/enclave-fixture-gguf/2026Q4"
+    assert f"enclave-engine: llama: the activated model changed ({released}); restarting" in text
     status, _, audit = admin.get("/audit/?action=bundle.activate")
     assert status == 200
     audit = html.unescape(audit)
