@@ -119,8 +119,17 @@ class AuditWriter:
         self._conns.append(conn)
         return conn
 
+    async def _first_connection(self) -> psycopg.AsyncConnection[Any] | None:
+        """Connect before the first event, so that no request waits for a connection to be made (under
+        load a connect can take seconds); if PostgreSQL is not there yet, the first batch connects."""
+        try:
+            return await self._connect()
+        except (psycopg.Error, OSError) as exc:
+            log.error("gateway: audit connection not made at start (retried with the first event): %s", exc)
+            return None
+
     async def _run(self) -> None:
-        conn: psycopg.AsyncConnection[Any] | None = None
+        conn = await self._first_connection()
         while True:
             batch = [await self._queue.get()]
             while len(batch) < self.batch_max:

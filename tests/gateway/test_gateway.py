@@ -439,6 +439,35 @@ def test_no_durable_audit_means_no_answer(world, upstream, gateway):
     assert len(gateway_events()) == count + 1
 
 
+def test_the_audit_connections_are_open_before_the_first_request(world, gateway):
+    """Both audit committers connect when the gateway starts: a request that lands on a committer that
+    has not written yet must not wait for PostgreSQL to accept a connection (seen in CI on a loaded
+    2-core machine: the connect took over its 3 s limit, and a stream was refused `audit_unavailable`)."""
+    import psycopg
+
+    from tests.fixtures.processes import test_database_url
+
+    url = test_database_url()
+    database = url.rsplit("/", 1)[1]
+    admin = psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True)
+    try:
+        (since,) = admin.execute("SELECT now()").fetchone()
+
+        def audit_connections() -> int:
+            (count,) = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
+                " AND application_name = 'enclave-gateway-audit' AND backend_start >= %s",
+                [database, since],
+            ).fetchone()
+            return int(count)
+
+        gw = gateway()
+        wait_for(lambda: audit_connections() == 2, timeout=30, what="the gateway's two audit connections")
+        assert httpx.get(f"{gw.url}/healthz").json()["audit_ok"] is True
+    finally:
+        admin.close()
+
+
 def test_metrics_and_health(world, upstream, gateway):
     up = upstream()
     route(world.emergency, "default", add_deployment("er", up.url))
