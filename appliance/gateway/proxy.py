@@ -221,7 +221,7 @@ async def forward_stream(
         call.response_started = True
         call.first_byte_ms = (clock() - call.started) * 1000
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-        finished = await _pump(first, chunks, call, send, wants_usage, rename)
+        finished = await _pump(first, chunks, call, send, wants_usage, rename, response.content)
     finally:
         # Not read to the end (client gone, engine died): the connection is closed, which makes the
         # engine abort the request; read to the end: it goes back to the pool.
@@ -253,13 +253,31 @@ def _error_event(message: str, code: str, anthropic: bool) -> bytes:
     return b"data: " + error_body(message, "server_error", code) + b"\n\n"
 
 
-async def _pump(first: bytes, chunks: Any, call: Call, send: Send, wants_usage: bool, rename: ModelRename) -> bytes:
+def _left_unread(reader: aiohttp.StreamReader) -> bytes:
+    """What the engine sent before its connection broke that nobody has read yet. aiohttp's readany
+    raises the connection's error before it returns what it has buffered (aiohttp 3.14), so the events
+    the engine completed just before it died would be lost; they are taken from the reader's buffer
+    (no public call returns it once the error is set). Seen in CI: the last chunk before an engine died."""
+    pending = getattr(reader, "_buffer", None)
+    return b"".join(bytes(chunk) for chunk in pending) if pending else b""
+
+
+async def _pump(
+    first: bytes,
+    chunks: Any,
+    call: Call,
+    send: Send,
+    wants_usage: bool,
+    rename: ModelRename,
+    reader: aiohttp.StreamReader,
+) -> bytes:
     """Pass events through as they complete; hold back the closing event ([DONE], or Anthropic's
     message_stop) and return it if the engine finished the stream, else b"" (it broke off)."""
     anthropic = call.endpoint in ANTHROPIC_PATHS
     closing = MESSAGE_STOP if anthropic else DONE
     buffer = first
     finished = b""
+    broken = False
     while True:
         out: list[bytes] = []
         while True:
@@ -287,8 +305,14 @@ async def _pump(first: bytes, chunks: Any, call: Call, send: Send, wants_usage: 
             await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
         if finished:
             return finished
-        try:
-            buffer += await anext(chunks)
-        except (*TRANSPORT_ERRORS, StopAsyncIteration):
+        if broken:
             call.status, call.code = 502, "upstream_interrupted"
             return b""
+        try:
+            buffer += await anext(chunks)
+        except StopAsyncIteration:
+            call.status, call.code = 502, "upstream_interrupted"
+            return b""
+        except TRANSPORT_ERRORS:
+            buffer += _left_unread(reader)  # its complete events still go out, then the stream ends
+            broken = True
