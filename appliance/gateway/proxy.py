@@ -221,7 +221,7 @@ async def forward_stream(
         call.response_started = True
         call.first_byte_ms = (clock() - call.started) * 1000
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-        finished = await _pump(first, chunks, call, send, wants_usage, rename, response.content)
+        finished = await _pump(first, response.content, call, send, wants_usage, rename)
     finally:
         # Not read to the end (client gone, engine died): the connection is closed, which makes the
         # engine abort the request; read to the end: it goes back to the pool.
@@ -263,16 +263,12 @@ def _left_unread(reader: aiohttp.StreamReader) -> bytes:
 
 
 async def _pump(
-    first: bytes,
-    chunks: Any,
-    call: Call,
-    send: Send,
-    wants_usage: bool,
-    rename: ModelRename,
-    reader: aiohttp.StreamReader,
+    first: bytes, reader: aiohttp.StreamReader, call: Call, send: Send, wants_usage: bool, rename: ModelRename
 ) -> bytes:
-    """Pass events through as they complete; hold back the closing event ([DONE], or Anthropic's
-    message_stop) and return it if the engine finished the stream, else b"" (it broke off)."""
+    """Pass events through as they complete (`first`, then what `reader` brings); hold back the closing
+    event ([DONE], or Anthropic's message_stop) and return it if the engine finished the stream, else b""
+    (it broke off)."""
+    chunks = reader.iter_any()
     anthropic = call.endpoint in ANTHROPIC_PATHS
     closing = MESSAGE_STOP if anthropic else DONE
     buffer = first
@@ -311,8 +307,7 @@ async def _pump(
         try:
             buffer += await anext(chunks)
         except StopAsyncIteration:
-            call.status, call.code = 502, "upstream_interrupted"
-            return b""
+            broken = True
         except TRANSPORT_ERRORS:
             buffer += _left_unread(reader)  # its complete events still go out, then the stream ends
             broken = True

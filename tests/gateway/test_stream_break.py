@@ -43,9 +43,7 @@ async def _scenario() -> tuple[list[bytes], Call, bytes]:
                 break
             await asyncio.sleep(0.01)
         assert response.content.exception() is not None, "aiohttp never saw the connection break"
-        finished = await _pump(
-            b"", response.content.iter_any(), call, send, False, ModelRename("fixture", "default"), response.content
-        )
+        finished = await _pump(b"", response.content, call, send, False, ModelRename("fixture", "default"))
         response.close()
     return sent, call, finished
 
