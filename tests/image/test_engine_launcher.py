@@ -131,12 +131,18 @@ def test_once_a_bundle_is_activated_the_engine_serves_its_copy(node: Node, runni
     assert served.is_relative_to(node.pointer.resolve())
 
 
-def test_a_release_without_the_model_starts_no_engine(node: Node) -> None:
-    shutil.rmtree(node.release_models / fixture.GGUF_MODEL)
+def _refused(node: Node) -> str:
+    """Activate the release, run the launcher; it must exit 1 without starting an engine: its stderr."""
     node.activate()
     proc = node.launch()
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
+    return err
+
+
+def test_a_release_without_the_model_starts_no_engine(node: Node) -> None:
+    shutil.rmtree(node.release_models / fixture.GGUF_MODEL)
+    err = _refused(node)
     assert "MODEL_NOT_IN_RELEASE" in err, err
     assert "llama: not started" in err
     with pytest.raises(httpx.ConnectError):
@@ -148,10 +154,7 @@ def test_a_tampered_release_copy_starts_no_engine(node: Node) -> None:
     data = bytearray(gguf.read_bytes())
     data[len(data) // 2] ^= 0x01
     gguf.write_bytes(bytes(data))
-    node.activate()
-    proc = node.launch()
-    _out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1
+    err = _refused(node)
     assert "MODEL_STORE_HASH_MISMATCH" in err, err
     assert "enclave-fixture-gguf/2026Q4/model.gguf" in err
 
@@ -160,10 +163,7 @@ def test_a_release_with_two_versions_of_the_model_starts_no_engine(node: Node) -
     shutil.copytree(
         node.release_models / fixture.GGUF_MODEL / "2026Q4", node.release_models / fixture.GGUF_MODEL / "2026Q3"
     )
-    node.activate()
-    proc = node.launch()
-    _out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1
+    err = _refused(node)
     assert "MODEL_RELEASE_AMBIGUOUS" in err, err
 
 
