@@ -17,6 +17,9 @@ TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL)
 # (make expands prerequisites when it reads a rule).
 TEST_STAGES := test-python
 TEST_PREREQS :=
+# What `make test` prepares before its first stage, besides TEST_PREREQS (an area's build that no single
+# stage target should pull in on its own, such as the image's closure and root file system).
+TEST_SETUP :=
 DEMO_PREREQS :=
 BENCH_TARGETS :=
 LINT_STAGES := lint-python
@@ -44,12 +47,23 @@ services: ## Make sure PostgreSQL and Redis run on loopback (starts them if down
 demo: venv $(DEMO_PREREQS) ## Run the appliance: console + gateway + engine, prints URL and one-time admin password
 	$(BIN)/python -m appliance.demo
 
+# `make test` first installs the venv alone (it may run apt, which takes one lock), then prepares everything
+# the stages need side by side: llama-server compiles on the CPU while the engine venv and the image's closure
+# download (on a clean 2-core clone that saves several minutes of CI). The stages then run one after another.
+TEST_SETUP_JOBS ?= 3
+
 .PHONY: test
-test: $(TEST_STAGES) ## Run every test CI runs (real PostgreSQL, Redis, Celery, Chromium, slapd, ...)
+test: ## Run every test CI runs (real PostgreSQL, Redis, Celery, Chromium, slapd, qemu, ...)
+	$(MAKE) venv
+	$(MAKE) -j$(TEST_SETUP_JOBS) --output-sync=target test-setup
+	$(MAKE) -j1 $(TEST_STAGES)
+
+.PHONY: test-setup
+test-setup: venv services $(TEST_PREREQS) $(TEST_SETUP) ## What `make test` builds before its first stage (side by side)
 
 .PHONY: test-python
 test-python: venv services $(TEST_PREREQS)
-	$(TEST_ENV) $(BIN)/pytest -p no:cacheprovider --timeout=900 $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/pytest -p no:cacheprovider --timeout=900 --durations=25 $(PYTEST_ARGS)
 
 .PHONY: lint
 lint: $(LINT_STAGES) ## ruff, mypy on appliance/, check --deploy, makemigrations --check, ansible-lint

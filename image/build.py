@@ -319,6 +319,12 @@ def check_configs(root: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--build-dir", type=Path, default=REPO / "build" / "image")
+    parser.add_argument(
+        "--base-only",
+        action="store_true",
+        help="only the closure and the root file system (cached; they need neither llama-server nor the"
+        " project's code, so `make test` builds them while llama-server compiles)",
+    )
     args = parser.parse_args(argv)
     build: Path = args.build_dir.resolve()
     (build / "cache").mkdir(parents=True, exist_ok=True)
@@ -329,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         repo, house, packages = closure(build, timer)
         tarball = rootfs(build, repo, packages, timer)
+        if args.base_only:
+            print(f"image: closure and root file system ready in {round(time.monotonic() - started, 1)} s")
+            return 0
         root = provision(build, tarball, house, keys, timer)
         image = build / "out" / IMAGE_NAME
         with timer.stage("pack"):

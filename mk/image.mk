@@ -2,10 +2,14 @@
 IMAGE_BUILD := build/image
 IMAGE := $(IMAGE_BUILD)/out/enclave.raw
 TEST_STAGES += image-test
+TEST_SETUP += image-base
 LINT_STAGES += lint-ansible
 BENCH_TARGETS += bench-image
 
-.PHONY: image image-lock image-test lint-ansible bench-image
+.PHONY: image image-base image-lock image-test lint-ansible bench-image
+
+image-base: venv ## The image's package closure and root file system only (cached; `make test` builds them early)
+	$(BIN)/python -m image.build --build-dir $(IMAGE_BUILD) --base-only
 
 image: venv llama-server fixture-gguf ## Build the signed, bootable appliance disk image (incremental; build/image/out/enclave.raw)
 	$(BIN)/python -m image.build --build-dir $(IMAGE_BUILD)
