@@ -103,13 +103,17 @@ class VllmCpuEngine(_VllmBase):
     max_model_len: int = 2048
     dtype: str = "bfloat16"
     kvcache_space_gib: int = 1
+    # No torch.compile warm-up: on 2 cores it is 20-30 s of every start, and the tiny fixture model this
+    # build serves gains nothing from it (decision 0300).
+    enforce_eager: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require_positive(self.name, "kvcache_space_gib", self.kvcache_space_gib)
 
     def argv(self) -> tuple[str, ...]:
-        return (*self._common_argv(), "--dtype", self.dtype)
+        eager = ("--enforce-eager",) if self.enforce_eager else ()
+        return (*self._common_argv(), "--dtype", self.dtype, *eager)
 
     def environment(self) -> dict[str, str]:
         env = super().environment()

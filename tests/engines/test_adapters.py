@@ -131,6 +131,7 @@ def test_vllm_cpu_argv_env_and_launch() -> None:
         "priority",
         "--dtype",
         "bfloat16",
+        "--enforce-eager",
     )
     assert engine.environment() == {**OFFLINE, "VLLM_CPU_KVCACHE_SPACE": "1"}
     launch = engine.launch()
