@@ -49,8 +49,11 @@ demo: venv $(DEMO_PREREQS) ## Run the appliance: console + gateway + engine, pri
 
 # `make test` first installs the venv alone (it may run apt, which takes one lock), then prepares everything
 # the stages need side by side: llama-server compiles on the CPU while the engine venv and the image's closure
-# download (on a clean 2-core clone that saves several minutes of CI). The stages then run one after another.
-TEST_SETUP_JOBS ?= 3
+# download (on a clean 2-core clone that saves several minutes of CI). One job per chain (llama-server, the
+# engine venv and its fixtures, the image's base, the GGUF fixture), so that none waits for a slot: with
+# three, llama-server's chain started only when the image's base was done. The stages then run one after
+# another.
+TEST_SETUP_JOBS ?= 4
 
 .PHONY: test
 test: ## Run every test CI runs (real PostgreSQL, Redis, Celery, Chromium, slapd, qemu, ...)
