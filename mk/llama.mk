@@ -43,8 +43,7 @@ FORCE:
 
 # The sdist, fetched with pip (the ordinary client) unless it is already there. pip prepares its metadata, which
 # installs the build backend: --no-binary names this package only, as `:all:` also built every build dependency
-# from source (7.4 minutes against 8 s beside the other set-up jobs; decision 0007). The SHA-256 pin below holds
-# either way; a file whose SHA-256 is not
+# from source (7.4 minutes against 8 s beside the other set-up jobs; decision 0007). A file whose SHA-256 is not
 # the pinned one is moved aside to NAME.rejected (the next `make` fetches it again) and the build stops.
 $(LLAMA_CPP_SDIST): $(LLAMA_CPP_DIR)/sdist.pin
 	mkdir -p $(@D)
