@@ -36,10 +36,15 @@ from appliance.bundles.staging import ObjectStore, Progress
 from appliance.bundles.trust import AcceptedRelease, TrustState, load_trust, save_trust
 from appliance.bundles.verify import ApplianceIdentity, BundleVerifier, TargetEntry, VerifiedBundle
 
-__all__ = ["HealthGate", "PhaseHook", "UpdateConfig", "UpdateManager"]
+__all__ = ["FACTORY_RELEASE", "HealthGate", "PhaseHook", "UpdateConfig", "UpdateManager"]
 
 HealthGate = Callable[[Path], None]
 PhaseHook = Callable[[str], None]
+# What the appliance ran before its first activation: the image's own model store, venv and policies (the
+# pointers as they were, usually none). The first activation records it as the previous release, so that
+# the first update can be rolled back like any other. No bundle can be named like it (a release name has
+# no spaces, layout._RELEASE_RE), and it has no folder under releases/.
+FACTORY_RELEASE = "factory image"
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,19 @@ def _job_from(bundle: VerifiedBundle) -> dict[str, Any]:
         "signers": bundle.signers,
         "total_bytes": bundle.total_bytes,
         "verified_at": _now(),
+    }
+
+
+def _factory(pointers: dict[str, str]) -> dict[str, Any]:
+    return {
+        "release": FACTORY_RELEASE,
+        "sequence": 0,
+        "pointers": pointers,
+        "digests": {},
+        "signers": {},
+        "activated_at": None,
+        "provisioning": None,
+        "factory": True,
     }
 
 
@@ -225,13 +243,15 @@ class UpdateManager:
 
     def _release_metadata(self, state: dict[str, Any], bundle: VerifiedBundle) -> dict[str, bytes]:
         """What releases/<name>/metadata/ keeps: the bundle's signed metadata and every root version from
-        the shipped one on (the live release's chain, then this bundle's), so that the root-side applier
+        the shipped one on (the kept releases' chains, then this bundle's), so that the root-side applier
         can verify the release from the shipped root alone."""
         files: dict[str, bytes] = {}
-        current = state.get("current")
-        if current:
-            for path in sorted((self.releases / current["release"] / "metadata").glob("*.root.json")):
-                files[path.name] = read_bounded(path, MAX_LENGTHS["root"])
+        # Both kept releases: after a rollback the newest roots are with the previous one (trust does not
+        # go back with the pointers), and the factory image has no folder.
+        for kept in (state.get("previous"), state.get("current")):
+            if kept and not kept.get("factory"):
+                for path in sorted((self.releases / kept["release"] / "metadata").glob("*.root.json")):
+                    files[path.name] = read_bounded(path, MAX_LENGTHS["root"])
         files.update(bundle.metadata_files())
         return files
 
@@ -294,7 +314,7 @@ class UpdateManager:
         job = state["job"]
         flip = state.get("flip") or {"old": {}, "new": read_pointers(self.pointers)}
         flip_pointers(self.pointers, flip["new"])
-        previous = state.get("current")
+        previous = state.get("current") or _factory(flip["old"])
         state.update(
             phase="idle",
             previous=previous,

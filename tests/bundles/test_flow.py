@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from appliance.bundles.errors import BundleError
+from appliance.bundles.manager import FACTORY_RELEASE
 from tests.bundles.conftest import PAYLOAD, Appliance, VendorKit, healthy
 
 
@@ -21,7 +25,7 @@ def test_import_activate_and_next_release(tmp_path: Path, kit: VendorKit, applia
     assert (pointers / "policies" / "retention.yaml").read_bytes() == PAYLOAD["policies/retention.yaml"]
     state = manager.read_state()
     assert state["current"]["release"] == "2026Q3"
-    assert state["previous"] is None
+    assert (state["previous"]["release"], state["previous"]["pointers"]) == (FACTORY_RELEASE, {})
     trust = json.loads(manager.trust_file.read_text())
     assert trust["accepted"]["sequence"] == 1
 
@@ -36,6 +40,42 @@ def test_import_activate_and_next_release(tmp_path: Path, kit: VendorKit, applia
     manager.rollback()
     assert (pointers / "policies" / "retention.yaml").read_bytes() == b"content_retention: off\n"
     assert manager.read_state()["current"]["release"] == "2026Q3"
+
+
+def test_the_first_update_rolls_back_to_the_factory_image_and_forward_again(
+    tmp_path: Path, kit: VendorKit, appliance: Appliance
+) -> None:
+    """Before the first activation the appliance runs what its image shipped (here: no pointers, so the
+    engines serve the model store's own folder). The first update can be rolled back to that like any
+    release; trust stays where the update took it; a second rollback returns to the update; the next
+    quarter imports and activates from the factory image, which then stays the previous release."""
+    manager = appliance.manager()
+    manager.import_bundle(kit.build(tmp_path, PAYLOAD, "2026Q3", 1))
+    manager.activate(healthy)
+    trust_after_update = manager.trust_file.read_bytes()
+
+    state = manager.rollback()
+    assert (state["current"]["release"], state["previous"]["release"]) == (FACTORY_RELEASE, "2026Q3")
+    assert state["last"]["message"] == f"returned from 2026Q3 to {FACTORY_RELEASE}"
+    assert not any(manager.pointers.iterdir())  # as shipped: no pointer at all
+    assert manager.trust_file.read_bytes() == trust_after_update
+    with pytest.raises(BundleError) as caught:  # the 2026Q3 bundle itself is not accepted again
+        manager.import_bundle(kit.build(tmp_path / "again", PAYLOAD, "2026Q3", 1))
+    assert caught.value.code == "bundle.not_newer"
+
+    state = manager.rollback()
+    assert (state["current"]["release"], state["previous"]["release"]) == ("2026Q3", FACTORY_RELEASE)
+    assert (manager.pointers / "policies" / "retention.yaml").read_bytes() == PAYLOAD["policies/retention.yaml"]
+
+    manager.rollback()  # back to the factory image, then the next quarter on top of it
+    manager.import_bundle(kit.build(tmp_path, {**PAYLOAD, "policies/retention.yaml": b"7d\n"}, "2026Q4", 2))
+    state = manager.activate(healthy)
+    assert (state["current"]["release"], state["previous"]["release"]) == ("2026Q4", FACTORY_RELEASE)
+    assert (manager.pointers / "policies" / "retention.yaml").read_bytes() == b"7d\n"
+    assert not (manager.releases / "2026Q3").exists()  # only the current and the previous release are kept
+    state = manager.rollback()
+    assert state["current"]["release"] == FACTORY_RELEASE
+    assert not any(manager.pointers.iterdir())
 
 
 def test_unchanged_objects_are_not_copied_again(tmp_path: Path, kit: VendorKit, appliance: Appliance) -> None:

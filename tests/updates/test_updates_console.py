@@ -59,7 +59,9 @@ def test_import_activate_rollback_with_a_real_worker(celery_worker_process, pers
     polled = admin.get(f"/updates/progress/?job={job.pk}", headers={"HX-Request": "true"})
     assert polled["HX-Refresh"] == "true"  # htmx reloads the page so its state and History are current
     run("/updates/activate/")
-    assert b'data-testid="current-release">2026Q3<' in admin.get("/updates/").content
+    page = admin.get("/updates/").content
+    assert b'data-testid="current-release">2026Q3<' in page
+    assert b'data-testid="rollback">Roll back to factory image<' in page  # the first update can be undone too
 
     q4_payload = {**PAYLOAD, "policies/retention.yaml": b"content_retention: 30d\n"}
     put_on_stick(vendor_kit, media, q4_payload, "2026Q4", 2)

@@ -1,8 +1,8 @@
 """Boot the signed appliance image under qemu with the cable pulled (user networking, restrict=on) and
 check what a hospital's IT team would: HTTPS from the appliance CA, the console behind nginx, the first
 boot, the signed model store, the air gap, closed ports, a signed update bundle on a USB stick imported
-and activated from the Updates page (its .deb installed offline), and a clean power-down. Runs in this
-order."""
+and activated from the Updates page (its .deb installed offline), chat through the gateway, a rollback to
+the factory image, and a clean power-down. Runs in this order."""
 
 from __future__ import annotations
 
@@ -286,17 +286,9 @@ def test_a_signed_bundle_from_the_stick_is_imported_and_activated_offline(
     assert "2026Q4" in audit
 
 
-def test_a_chat_completion_goes_through_nginx_and_the_gateway_to_llama_server(
-    machine: vm.VM, admin: ConsoleSession
-) -> None:
-    """The image's engine (llama.cpp's llama-server serving the signed GGUF fixture, enclave-engine@llama)
-    was registered at first boot as deployment `llama` behind General/default; a staff member's API key,
-    issued from the console, gets a chat completion through nginx -> gateway -> llama-server."""
-    machine.wait_for_console("enclave-firstboot: route General/default -> llama", timeout=BOOT_TIMEOUT)
-    machine.wait_for_console("enclave-engine: llama healthy", timeout=BOOT_TIMEOUT)
-    startup = first(r"enclave-engine: llama healthy ([0-9.]+) s after its start", machine.console_text())
-    print(f"\nimage-test: llama-server answered /health {startup} s after its unit started")
-    assert "enclave-model-verify: enclave-fixture-gguf/1 OK (1 files)" in machine.console_text()
+@pytest.fixture(scope="module")
+def staff_key(machine: vm.VM, admin: ConsoleSession) -> str:
+    """A staff member's API key in General, issued from the console."""
     status, _, page = admin.get("/users/")
     assert status == 200, page[:500]
     department = first(r'<option value="(\d+)">General</option>', page)
@@ -306,12 +298,18 @@ def test_a_chat_completion_goes_through_nginx_and_the_gateway_to_llama_server(
     user_id = first(r'href="/users/(\d+)/"', page)
     status, _, page = admin.post(f"/users/{user_id}/keys/", {"name": "image boot test"})
     assert status == 200, page[:1500]
-    key = first(r'<code id="api-key">([^<]+)</code>', page)
-    request = {"model": "default", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}
-    # A new key reaches the gateway's workers by pub/sub, with a reload every 30 s as the net (decision
-    # 0353): under TCG that can take a while, so an unknown key is retried for that long, no longer.
-    issued = time.monotonic()
-    deadline = issued + BOOT_TIMEOUT
+    return first(r'<code id="api-key">([^<]+)</code>', page)
+
+
+CHAT_REQUEST = {"model": "default", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}
+
+
+def _chat(machine: vm.VM, key: str, *, retry_unknown_key_for: float = 0.0) -> tuple[int, bytes, float]:
+    """POST a chat completion through nginx; while the engine restarts (502/503/504), or for a while an
+    unknown key (a new key reaches the gateway's workers by pub/sub, with a reload every 30 s as the net,
+    decision 0353: under TCG that can take a while), ask again. (status, body, seconds it took)."""
+    started = time.monotonic()
+    deadline = started + BOOT_TIMEOUT
     status, answer = 0, b""
     while time.monotonic() < deadline:
         try:
@@ -319,30 +317,77 @@ def test_a_chat_completion_goes_through_nginx_and_the_gateway_to_llama_server(
                 "POST",
                 "/v1/chat/completions",
                 headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-                body=json.dumps(request).encode(),
+                body=json.dumps(CHAT_REQUEST).encode(),
                 timeout=300,
             )
         except (TimeoutError, OSError, http.client.HTTPException):
             continue
-        unknown_key = status == 401 and b"invalid_api_key" in answer and time.monotonic() - issued < 90
-        if status not in (502, 503, 504) and not unknown_key:
+        unknown_key = status == 401 and b"invalid_api_key" in answer
+        if status not in (502, 503, 504) and not (unknown_key and time.monotonic() - started < retry_unknown_key_for):
             break
         time.sleep(3)
-    print(f"image-test: chat completion answered {time.monotonic() - issued:.1f} s after the key was issued")
+    return status, answer, time.monotonic() - started
+
+
+def _assert_completion(status: int, answer: bytes) -> None:
     assert status == 200, answer[:1000]
     completion = json.loads(answer)
     assert completion["object"] == "chat.completion"
     assert completion["choices"][0]["message"]["role"] == "assistant"
     assert completion["usage"]["completion_tokens"] >= 1
+
+
+def test_a_chat_completion_goes_through_nginx_and_the_gateway_to_llama_server(
+    machine: vm.VM, admin: ConsoleSession, staff_key: str
+) -> None:
+    """The image's engine (llama.cpp's llama-server serving the signed GGUF fixture, enclave-engine@llama)
+    was registered at first boot as deployment `llama` behind General/default; a staff member's API key,
+    issued from the console, gets a chat completion through nginx -> gateway -> llama-server."""
+    machine.wait_for_console("enclave-firstboot: route General/default -> llama", timeout=BOOT_TIMEOUT)
+    machine.wait_for_console("enclave-engine: llama healthy", timeout=BOOT_TIMEOUT)
+    startup = first(r"enclave-engine: llama healthy ([0-9.]+) s after its start", machine.console_text())
+    print(f"\nimage-test: llama-server answered /health {startup} s after its unit started")
+    assert "enclave-model-verify: enclave-fixture-gguf/1 OK (1 files)" in machine.console_text()
+    status, answer, took = _chat(machine, staff_key, retry_unknown_key_for=90)
+    print(f"image-test: chat completion answered {took:.1f} s after the key was issued")
+    _assert_completion(status, answer)
     status, _, answer, _ = machine.https_request(
         "POST",
         "/v1/chat/completions",
-        headers={"Authorization": f"Bearer {key}x", "Content-Type": "application/json"},
-        body=json.dumps(request).encode(),
+        headers={"Authorization": f"Bearer {staff_key}x", "Content-Type": "application/json"},
+        body=json.dumps(CHAT_REQUEST).encode(),
         timeout=120,
     )
     assert status == 401
     assert b"invalid_api_key" in answer
+
+
+def test_the_first_update_is_rolled_back_to_the_factory_image(
+    machine: vm.VM, admin: ConsoleSession, staff_key: str
+) -> None:
+    """Rollback from the Updates page after the first activation: the pointers go back to what the image
+    shipped (none), the follower restarts llama-server on the model store's own folder, chat still answers,
+    and the page offers the way forward again (a second rollback returns to 2026Q4)."""
+    status, _, page = admin.get("/updates/")
+    assert status == 200
+    assert 'data-testid="rollback">Roll back to factory image<' in page, page[-3000:]
+    outcome, code, page = _run_step(admin, "/updates/rollback/", {})
+    assert (outcome, code) == ("Done", ""), page[-3000:]
+    assert 'data-testid="current-release">factory image<' in page
+    assert 'data-testid="rollback">Roll back to 2026Q4<' in page
+    store = "/var/lib/enclave/models/enclave-fixture-gguf/"
+    deadline = time.monotonic() + STEP_TIMEOUT
+    restarted = "enclave-engine: llama: the activated model changed (" + store
+    while restarted not in machine.console_text():
+        assert time.monotonic() < deadline, machine.console_text()[-3000:]
+        time.sleep(2)
+    status, answer, took = _chat(machine, staff_key)
+    print(f"image-test: chat completion answered {took:.1f} s after the rollback")
+    _assert_completion(status, answer)
+    status, _, audit = admin.get("/audit/?action=bundle.rollback")
+    assert status == 200
+    rows = re.findall(r'<tr class="outcome-(\w+)">(.*?)</tr>', html.unescape(audit), re.S)
+    assert any(outcome_ == "ok" and "factory image" in row and "2026Q4" in row for outcome_, row in rows), audit[-3000:]
 
 
 def test_the_guest_powers_down_cleanly(machine: vm.VM) -> None:
