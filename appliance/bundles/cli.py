@@ -365,7 +365,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--no-audit", action="store_true", help=NO_AUDIT_HELP)
     p.set_defaults(func=_run(_activate, audited=True))
 
-    p = sub.add_parser("rollback", help="return to the previous release")
+    p = sub.add_parser("rollback", help="return to the previous release (after the first update: the factory image)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-audit", action="store_true", help=NO_AUDIT_HELP)
     p.set_defaults(func=_run(_rollback, audited=True))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from securesystemslib.signer import Key, Signer
+from tuf.api.metadata import Metadata
 
 from appliance.bundles import vendor
 from appliance.bundles.layout import ReleaseInfo
@@ -40,6 +41,21 @@ class VendorKit:
         }
         values.update(overrides)
         return ReleaseInfo(**values)  # type: ignore[arg-type]
+
+    def rotate_targets_keys(self) -> None:
+        """Root v2: the same root keys, new targets keys (targets-4/5/6), signed by two old and two new
+        root keys; written next to 1.root.json, so every bundle built after this carries it."""
+        for name in ("targets-4", "targets-5", "targets-6"):
+            self.public[name] = vendor.generate_key(self.keys_dir, name)
+        rotated = vendor.rotate_root(
+            Metadata.from_file(str(self.roots_dir / "1.root.json")),  # type: ignore[arg-type]
+            root_keys=[self.public[f"root-{i}"] for i in (1, 2, 3)],
+            targets_keys=[self.public[f"targets-{i}"] for i in (4, 5, 6)],
+            release_key=self.public["release"],
+            old_signers=[self.signer("root-2"), self.signer("root-3")],
+            new_signers=[self.signer("root-2"), self.signer("root-3")],
+        )
+        vendor.write_metadata(self.roots_dir / "2.root.json", rotated)
 
     def build(
         self,

@@ -343,18 +343,7 @@ def test_clock_set_back_does_not_revive_an_expired_bundle(tmp_path: Path, kit: V
 def test_root_rotation_is_followed_and_old_targets_keys_are_dropped(
     tmp_path: Path, kit: VendorKit, live: UpdateManager
 ) -> None:
-    for name in ("targets-4", "targets-5", "targets-6"):
-        kit.public[name] = vendor.generate_key(kit.keys_dir, name)
-    previous = Metadata.from_file(str(kit.roots_dir / "1.root.json"))
-    rotated = vendor.rotate_root(
-        previous,  # type: ignore[arg-type]
-        root_keys=[kit.public[f"root-{i}"] for i in (1, 2, 3)],
-        targets_keys=[kit.public[f"targets-{i}"] for i in (4, 5, 6)],
-        release_key=kit.public["release"],
-        old_signers=[kit.signer("root-2"), kit.signer("root-3")],
-        new_signers=[kit.signer("root-2"), kit.signer("root-3")],
-    )
-    vendor.write_metadata(kit.roots_dir / "2.root.json", rotated)
+    kit.rotate_targets_keys()
     with pytest.raises(BundleError) as caught:
         live.import_bundle(kit.build(tmp_path, PAYLOAD, "2026Q4", 2))  # signed with the retired keys
     assert caught.value.code == "bundle.unknown_key"

@@ -9,7 +9,8 @@ import pytest
 
 from appliance.bundles.errors import BundleError
 from appliance.bundles.manager import FACTORY_RELEASE
-from tests.bundles.conftest import PAYLOAD, Appliance, VendorKit, healthy
+from appliance.bundles.rootside import private_copy
+from tests.bundles.conftest import IDENTITY, PAYLOAD, Appliance, VendorKit, healthy
 
 
 def test_import_activate_and_next_release(tmp_path: Path, kit: VendorKit, appliance: Appliance) -> None:
@@ -76,6 +77,30 @@ def test_the_first_update_rolls_back_to_the_factory_image_and_forward_again(
     state = manager.rollback()
     assert state["current"]["release"] == FACTORY_RELEASE
     assert not any(manager.pointers.iterdir())
+
+
+def test_after_a_rollback_the_next_release_still_keeps_the_whole_root_chain(
+    tmp_path: Path, kit: VendorKit, appliance: Appliance
+) -> None:
+    """2026Q4 brought root v2 and was rolled back; trust stays at v2, so 2027Q1's import walks no new root.
+    2027Q1's kept metadata must still hold 2.root.json (found with the previous release, not the current
+    one), or root's applier, which verifies a release from the shipped root alone, could not verify it."""
+    manager = appliance.manager()
+    manager.import_bundle(kit.build(tmp_path, PAYLOAD, "2026Q3", 1))
+    manager.activate(healthy)
+    kit.rotate_targets_keys()
+    manager.import_bundle(kit.build(tmp_path, PAYLOAD, "2026Q4", 2, signers=("targets-4", "targets-6")))
+    manager.activate(healthy)
+    manager.rollback()
+    assert manager.read_state()["current"]["release"] == "2026Q3"
+    changed = {**PAYLOAD, "policies/retention.yaml": b"7d\n"}
+    manager.import_bundle(kit.build(tmp_path, changed, "2027Q1", 3, signers=("targets-5", "targets-6")))
+    kept = manager.releases / "2027Q1" / "metadata"
+    assert sorted(p.name for p in kept.glob("*.root.json")) == ["2.root.json"]
+    work = tmp_path / "apply"
+    release, copied, _entries = private_copy(manager.releases / "2027Q1", work, appliance.shipped_root, IDENTITY)
+    assert (release.release, release.sequence) == ("2027Q1", 3)
+    assert copied.is_dir()
 
 
 def test_unchanged_objects_are_not_copied_again(tmp_path: Path, kit: VendorKit, appliance: Appliance) -> None:

@@ -1,5 +1,6 @@
 """Activation with the real vLLM CPU engine: the engine follows the models pointer (as in `make demo`), the
-health gate's smoke inference runs against the new model, and a failed gate brings the old model back.
+health gate's smoke inference runs against the new model, a failed gate brings the old model back, and a
+rollback of the first update brings back the factory model.
 
 This test has its own engine (not the session one): it is restarted on every pointer move.
 """
@@ -16,7 +17,7 @@ from appliance.engines import RestartPolicy, Supervisor, VllmCpuEngine
 from appliance.engines.follow import PointerFollower
 from appliance.engines.llama_cpp import cpu_fixture_engine
 from mgmt.audit.models import AuditEvent
-from mgmt.updates.services import do_request_activate, do_request_import, run_job
+from mgmt.updates.services import do_request_activate, do_request_import, do_request_rollback, run_job
 from tests.fixtures.engine import (
     ENGINE_PYTHON,
     FIXTURE_GGUF,
@@ -108,6 +109,18 @@ def test_engine_serves_the_activated_model_and_a_failed_gate_restores_the_old_on
         wait_for(lambda: _served_root(base) == new_model, timeout=900, what="2026Q4's model serving again", interval=1)
         supervisor.wait_ready(NAME, timeout=900)
         assert _chat(base) == 200
+
+        # Rollback from 2026Q4, the first update: back to the factory image (no pointer), so the engine is
+        # restarted on the model the appliance shipped with.
+        assert run_job(do_request_rollback(actor=personas.admin).pk) == "done"
+        assert not (settings.STATE_DIR / "bundles" / "current" / "models").exists()
+        wait_for(
+            lambda: _served_root(base) == FIXTURE_MODEL.resolve(), timeout=900, what="the factory model", interval=1
+        )
+        supervisor.wait_ready(NAME, timeout=900)
+        assert _chat(base) == 200
+        event = AuditEvent.objects.filter(action="bundle.rollback").order_by("id").last()
+        assert (event.outcome, event.data["release"], event.data["from"]) == ("ok", "factory image", "2026Q4")
 
     finally:
         follower.stop()
