@@ -1,6 +1,7 @@
 """The Updates page in Debian's Chromium against gunicorn, with a real Celery worker doing the work:
 the admin sees the bundle verified before anything is copied, clicks Import, watches the htmx
-progress fragment poll until the job ends, then Activate; screenshots in test-artifacts/screenshots/."""
+progress fragment poll until the job ends, then Activate, then Roll back to the factory image; screenshots in
+test-artifacts/screenshots/."""
 
 from __future__ import annotations
 
@@ -49,8 +50,20 @@ def test_import_and_activate_in_the_browser(
         page.goto("/updates/")
         expect(page.get_by_test_id("current-release")).to_have_text("2026Q3")
         browser.screenshot(page, "activated")
+
+        # The first update can be undone: back to what the appliance shipped with.
+        page.get_by_test_id("rollback").click()
+        expect(page.locator("div.job")).to_have_attribute("data-status", "done", timeout=60_000)
+        page.goto("/updates/")
+        expect(page.get_by_test_id("current-release")).to_have_text("factory image")
+        expect(page.get_by_test_id("rollback")).to_have_text("Roll back to 2026Q3")
+        browser.screenshot(page, "rolled-back")
         assert any("/updates/progress/?job=" in url for url in browser.htmx_requests)
         assert browser.page_errors == []
         assert browser.csp_violations() == []
 
-    assert list(ImportJob.objects.values_list("kind", "status")) == [("activate", "done"), ("import", "done")]
+    assert list(ImportJob.objects.order_by("id").values_list("kind", "status")) == [
+        ("import", "done"),
+        ("activate", "done"),
+        ("rollback", "done"),
+    ]
