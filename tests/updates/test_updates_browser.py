@@ -57,6 +57,7 @@ def test_import_and_activate_in_the_browser(
         page.goto("/updates/")
         expect(page.get_by_test_id("current-release")).to_have_text("factory image")
         expect(page.get_by_test_id("rollback")).to_have_text("Roll back to 2026Q3")
+        expect(page.get_by_test_id("last-outcome")).to_have_text("Rolled back: returned from 2026Q3 to factory image")
         browser.screenshot(page, "rolled-back")
         assert any("/updates/progress/?job=" in url for url in browser.htmx_requests)
         assert browser.page_errors == []

@@ -16,6 +16,15 @@ from mgmt.updates.discovery import discover
 from mgmt.updates.models import ImportJob
 from mgmt.updates.services import do_request_activate, do_request_import, do_request_rollback
 
+# state.json's last outcome, as the page words it.
+OUTCOME_LABELS = {
+    "staged": "Imported",
+    "activated": "Activated",
+    "rolled_back": "Rolled back",
+    "failed": "Failed",
+    "interrupted": "Interrupted",
+}
+
 
 def _job(job_id: str) -> ImportJob | None:
     return ImportJob.objects.filter(pk=int(job_id)).first() if job_id.isdigit() else None
@@ -26,8 +35,10 @@ def _context(job_id: str = "") -> dict[str, object]:
     the page loaded, so the admin always sees the outcome of what they clicked. Otherwise the box shows
     the unfinished job, if any."""
     state = update_manager().read_state()
+    outcome = (state.get("last") or {}).get("outcome", "")
     return {
         "state": state,
+        "last_outcome": OUTCOME_LABELS.get(outcome, outcome),
         "bundles": discover(),
         "jobs": ImportJob.objects.select_related("requested_by")[:20],
         "shown_job": _job(job_id) or ImportJob.objects.filter(active=True).first(),
