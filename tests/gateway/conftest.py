@@ -21,7 +21,7 @@ from mgmt.accounts.models import Department, Role, User
 from mgmt.accounts.services import do_create_api_key, do_create_department, do_create_user
 from mgmt.routing.models import Deployment, EngineKind, Task
 from mgmt.routing.services import TargetSpec, do_create_deployment, do_create_model, do_set_route
-from tests.fixtures.processes import test_database_url, wait_for
+from tests.fixtures.processes import ends_with_the_tests, test_database_url, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,13 +60,9 @@ def upstream(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
         port_file = tmp_path / f"upstream-{len(started)}.port"
         log = tmp_path / f"upstream-{len(started)}.log"
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "bench" / "gateway_upstream.py"),
-                "--port-file",
-                str(port_file),
-                *args,
-            ],
+            ends_with_the_tests(
+                [sys.executable, str(ROOT / "bench" / "gateway_upstream.py"), "--port-file", str(port_file), *args]
+            ),
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,
         )
@@ -122,7 +118,9 @@ def gateway(committed_db: None, tmp_path: Path) -> Iterator[Callable[..., Proc]]
             "5",
             "appliance.gateway.asgi:app",
         ]
-        proc = subprocess.Popen(argv, cwd=ROOT, env=full_env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            ends_with_the_tests(argv), cwd=ROOT, env=full_env, stdout=log.open("wb"), stderr=subprocess.STDOUT
+        )
         handle = Proc(proc, log, f"http://127.0.0.1:{port}")
         started.append(handle)
         wait_for(lambda: _healthy(handle.url) or proc.poll() is not None, timeout=60, what="gateway /healthz")
