@@ -80,7 +80,6 @@ def _factory(pointers: dict[str, str]) -> dict[str, Any]:
         "signers": {},
         "activated_at": None,
         "provisioning": None,
-        "factory": True,
     }
 
 
@@ -247,9 +246,9 @@ class UpdateManager:
         can verify the release from the shipped root alone."""
         files: dict[str, bytes] = {}
         # Both kept releases: after a rollback the newest roots are with the previous one (trust does not
-        # go back with the pointers), and the factory image has no folder.
+        # go back with the pointers). The factory image has no folder, so it adds nothing.
         for kept in (state.get("previous"), state.get("current")):
-            if kept and not kept.get("factory"):
+            if kept:
                 for path in sorted((self.releases / kept["release"] / "metadata").glob("*.root.json")):
                     files[path.name] = read_bounded(path, MAX_LENGTHS["root"])
         files.update(bundle.metadata_files())
