@@ -34,8 +34,10 @@ INSERT_SQL = (
 
 
 def _text(value: str, limit: int) -> str:
-    # PostgreSQL refuses NUL in text and jsonb; one such value would fail the whole batch it shares.
-    return value[:limit].replace("\x00", "\ufffd")
+    # PostgreSQL refuses NUL in text and jsonb, and half of a surrogate pair in json; one such value would
+    # fail the whole batch it shares. (isascii() reads a flag: the usual value costs nothing more.)
+    value = value[:limit].replace("\x00", "\ufffd")
+    return value if value.isascii() else value.encode("utf-8", "replace").decode("utf-8")
 
 
 def _clean(data: dict[str, Any]) -> dict[str, Any]:

@@ -52,11 +52,36 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# Strict JSON: Python's decoder also takes NaN and Infinity, which no engine's parser does.
+_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+
+
+def _lone_surrogate(body: dict[str, Any]) -> bool:
+    """JSON can escape half of a UTF-16 pair ("\\ud800"), which is no character: it cannot be encoded
+    for the engine, and PostgreSQL refuses it in the audit event. Only bodies with such an escape are
+    checked (escaped pairs, such as emoji from clients that write ASCII only, are fine)."""
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def parse_request(raw: bytes, endpoint: Endpoint) -> ParsedRequest:
     try:
-        body = json.loads(raw)
+        body = _DECODER.decode(raw.decode("utf-8-sig"))  # a leading BOM is tolerated, as json.loads does
     except (ValueError, UnicodeDecodeError):
         raise GatewayError(400, "invalid_json", "The request body is not valid JSON.") from None
+    except RecursionError:
+        raise GatewayError(400, "invalid_json", "The request body nests arrays or objects too deeply.") from None
+    if (b"\\ud" in raw or b"\\uD" in raw) and _lone_surrogate(body):
+        raise GatewayError(
+            400, "invalid_json", "The request body is not valid JSON: it escapes half of a Unicode surrogate pair."
+        )
     if not isinstance(body, dict):
         raise GatewayError(400, "invalid_json", "The request body must be a JSON object.")
     alias = body.get("model")

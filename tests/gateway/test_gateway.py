@@ -132,6 +132,52 @@ def test_each_bad_input_has_its_code_and_an_audit_event(world, upstream, gateway
         ("other department's alias", bearer, {**good, "model": "legal"}, 403, "model_not_allowed"),
         ("malformed json", bearer, b'{"model": "default", "messages": [', 400, "invalid_json"),
         ("json not an object", bearer, b"[1, 2]", 400, "invalid_json"),
+        # Python's decoder takes NaN, Infinity, UTF-16 and half a surrogate pair (no character: it can be
+        # neither sent on nor stored in the audit event), and fails on very deep nesting. Each used to be
+        # sent on to the engine, end in a 500, or fail the audit commit of every request sharing it.
+        (
+            "NaN",
+            bearer,
+            b'{"model": "default", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
+            400,
+            "invalid_json",
+        ),
+        (
+            "Infinity",
+            bearer,
+            b'{"model": "default", "messages": [{"role": "user", "content": "hi"}], "top_p": -Infinity}',
+            400,
+            "invalid_json",
+        ),
+        (
+            "lone surrogate",
+            bearer,
+            b'{"model": "default", "messages": [{"role": "user", "content": "a\\ud800"}]}',
+            400,
+            "invalid_json",
+        ),
+        (
+            "lone surrogate in the alias",
+            bearer,
+            b'{"model": "de\\uDC00fault", "messages": [{"role": "user", "content": "hi"}]}',
+            400,
+            "invalid_json",
+        ),
+        (
+            "encoded surrogate",
+            bearer,
+            b'{"model": "default", "messages": [{"role": "user", "content": "a\xed\xa0\x80"}]}',
+            400,
+            "invalid_json",
+        ),
+        ("nested too deeply", bearer, b'{"model": "default", "messages": ' + b"[" * 10_000, 400, "invalid_json"),
+        (
+            "not UTF-8",
+            bearer,
+            '{"model": "default", "messages": [{"role": "user", "content": "hi"}]}'.encode("utf-16"),
+            400,
+            "invalid_json",
+        ),
         ("model not a string", bearer, {**good, "model": 7}, 400, "invalid_type"),
         ("messages not a list", bearer, {**good, "messages": "hi"}, 400, "invalid_type"),
         ("stream not a bool", bearer, {**good, "stream": "yes"}, 400, "invalid_type"),
@@ -437,6 +483,33 @@ def test_no_durable_audit_means_no_answer(world, upstream, gateway):
     count = len(gateway_events())
     assert api.chat.completions.create(model="default", messages=hi).choices
     assert len(gateway_events()) == count + 1
+
+
+def test_one_value_postgresql_refuses_does_not_fail_the_batch_it_shares(world):
+    """Events from many requests share one statement: a value PostgreSQL refuses (NUL in text, half a
+    surrogate pair in json) would fail every one of them, and their requests would be answered 503.
+    The gateway refuses such request bodies itself; the writer makes any such value storable too."""
+    import asyncio
+
+    from appliance.gateway.audit_writer import AuditRow, AuditWriter
+    from tests.fixtures.processes import test_database_url
+
+    async def write_together() -> None:
+        writer = AuditWriter(test_database_url())
+        await writer.start()
+        try:
+            rows = [
+                AuditRow("gateway.request", "denied", target_id=text, data={"alias": text})
+                for text in ("plain", "half \ud800 pair", "nul \x00 byte")
+            ]
+            await asyncio.gather(*(writer.write(row) for row in rows))
+            assert (writer.failures, writer.last_batch_size) == (0, 3)
+        finally:
+            await writer.stop()
+
+    asyncio.run(write_together())
+    stored = [(e.target_id, e.data["alias"]) for e in gateway_events()]
+    assert stored == [("plain", "plain"), ("half ? pair", "half ? pair"), ("nul \ufffd byte", "nul \ufffd byte")]
 
 
 def test_the_audit_connections_are_open_before_the_first_request(world, gateway):
