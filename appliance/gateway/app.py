@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import math
@@ -40,6 +41,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 log = logging.getLogger(__name__)
 # Fair-queue lag (in requests of weight 1) to an engine's integer priority, for the kinds that take one.
 PRIORITY_SCALE = 1000
+# Allocations (net of frees) of container objects before the cyclic collector runs; CPython's default is 700.
+GC_YOUNG_THRESHOLD = 10_000
 PRIORITY_KINDS = frozenset(k.value for k, a in ADAPTERS.items() if a.priority is PriorityCapability.REQUEST_FIELD)
 
 
@@ -80,6 +83,13 @@ class Gateway:
         )
         await self.audit.start()
         await self.keeper.start()
+        # What a request makes is freed by reference counting (measured: the cyclic collector found about
+        # two objects per thousand requests), so the collector was mostly re-scanning live objects, the
+        # imported modules' among them: 7% of a worker's CPU at 100 clients, and pauses of up to 100 ms
+        # for its full collections. The objects made so far live as long as the worker: frozen, they are
+        # never scanned again; and a collection now waits for 10,000 new containers, not 700 (0350).
+        gc.freeze()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
     async def shutdown(self) -> None:
         await self.keeper.stop()
@@ -254,7 +264,7 @@ class Gateway:
         department = key.department
         failure: GatewayError | None = None
         for dep in candidates:
-            upstream_body(request, route, dep, endpoint)  # refuse what this deployment cannot take before queuing
+            body = upstream_body(request, route, dep, endpoint)  # refuses what this deployment cannot take
             limiter = self.limiter(dep)
             metrics.QUEUED.labels(dep.name).inc()
             try:
@@ -271,8 +281,8 @@ class Gateway:
             call.deployment = dep.name
             call.attempts.append(dep.name)
             url = dep.endpoint + endpoint.path
-            priority = round(lag * PRIORITY_SCALE) if dep.kind in PRIORITY_KINDS else None
-            body = upstream_body(request, route, dep, endpoint, priority)
+            if dep.kind in PRIORITY_KINDS:  # the body again, with the fair queue's priority in it
+                body = upstream_body(request, route, dep, endpoint, round(lag * PRIORITY_SCALE))
             rename = ModelRename(dep.served_name, route.alias)
             try:
                 if request.stream:
