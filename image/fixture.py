@@ -39,18 +39,20 @@ def write_fixture_model(store: Path, key: Ed25519PrivateKey) -> Path:
         "config.json": json.dumps({"model_type": "enclave-fixture", "note": "fixture weights"}).encode(),
         "weights.bin": _blob("enclave-fixture-weights", 1 << 20),
     }
-    return _write_signed(store / MODEL / VERSION, MODEL, files, key)
+    return write_signed_model(store / MODEL / VERSION, MODEL, files, key)
 
 
 def write_gguf_model(store: Path, key: Ed25519PrivateKey, gguf: Path, version: str = VERSION) -> Path:
     """Write <store>/enclave-fixture-gguf/<version>/{model.gguf, manifest.json, manifest.sig}."""
     files = {"model.gguf": gguf.read_bytes()}
-    return _write_signed(store / GGUF_MODEL / version, GGUF_MODEL, files, key, version)
+    return write_signed_model(store / GGUF_MODEL / version, GGUF_MODEL, files, key, version)
 
 
-def _write_signed(
+def write_signed_model(
     version_dir: Path, model: str, files: dict[str, bytes], key: Ed25519PrivateKey, version: str = VERSION
 ) -> Path:
+    """Write `files` into `version_dir` with the model store's manifest.json (size and SHA-256 of each),
+    signed with `key` in manifest.sig."""
     entries = {}
     for name, data in files.items():
         atomic_write(version_dir / name, data)

@@ -11,8 +11,6 @@ The stick is a raw disk with an MBR and one ext4 partition made with `mkfs.ext4 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import subprocess
 import tempfile
@@ -23,7 +21,6 @@ from appliance.bundles import vendor
 from appliance.bundles.layout import PRODUCT, ReleaseInfo
 from image import debs, fixture, sign
 from image.errors import ToolFailed
-from image.hashes import atomic_write
 
 KEY_NAMES = ("root-1", "root-2", "root-3", "targets-1", "targets-2", "targets-3", "release")
 HARDWARE_CLASS = "cpu-only"
@@ -93,22 +90,12 @@ def release_tree(
     policies = tree / "policies"
     policies.mkdir(parents=True)
     (policies / "release.yaml").write_text(f"# shipped by update bundle {release}\nrelease: {release}\n")
-    version_dir = tree / "models" / "enclave-fixture" / release
     data = f"fixture weights of {release}\n".encode() * 64
-    atomic_write(version_dir / "weights.bin", data)
-    manifest = json.dumps(
-        {
-            "model": "enclave-fixture",
-            "version": release,
-            "files": {"weights.bin": {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}},
-        },
-        indent=1,
-        sort_keys=True,
-    ).encode()
-    atomic_write(version_dir / "manifest.json", manifest)
-    atomic_write(version_dir / "manifest.sig", sign.load_or_create_key(model_key).sign(manifest))
+    key = sign.load_or_create_key(model_key)
+    model_dir = tree / "models" / fixture.MODEL / release
+    fixture.write_signed_model(model_dir, fixture.MODEL, {"weights.bin": data}, key, release)
     if gguf is not None:
-        fixture.write_gguf_model(tree / "models", sign.load_or_create_key(model_key), gguf, version=release)
+        fixture.write_gguf_model(tree / "models", key, gguf, version=release)
     return tree
 
 
