@@ -14,6 +14,9 @@ side pays for the previous run's writeback or deletions. Both sides end durable 
 fsyncs each object and its directory; `cp -r` is followed by `sync` of every copied file and directory
 (fsync each; not `sync -f`, which would also flush whatever else is dirty on a shared file system).
 Our side is the real `enclavectl bundle import` process, Python start-up and verification included.
+The same import is also timed as the console's Celery worker runs it, in a process that is already running
+(UpdateManager.import_bundle called here: verification included, no start-up), in the same pairs:
+import_time_ratio_vs_cp_in_running_process.
 Runs alternate which side goes first; medians; the load average is recorded, as other work on the
 machine moves the figures.
 """
@@ -124,14 +127,21 @@ def pair(
     imports: list[float],
     copies: list[float],
     rss: list[int],
+    in_process: list[float] | None = None,
 ) -> None:
-    """One timed import and one timed `cp` of the same payload; which goes first alternates with `index`."""
-    for side in ("ours", "cp") if index % 2 == 0 else ("cp", "ours"):
+    """One timed import and one timed `cp` of the same payload (and, given `in_process`, one import in this
+    running process); which goes first rotates with `index`."""
+    sides = ["ours", "cp"] if in_process is None else ["ours", "running", "cp"]
+    shift = index % len(sides)
+    for side in sides[shift:] + sides[:shift]:
         warm(files, cache)
         if side == "ours":
             wall, peak = run_import(bundle, WORK / "state", root)
             imports.append(wall)
             rss.append(peak)
+            shutil.rmtree(WORK / "state")
+        elif side == "running" and in_process is not None:
+            in_process.append(run_import_in_process(bundle, WORK / "state", root))
             shutil.rmtree(WORK / "state")
         else:
             copies.append(run_cp(bundle, WORK / "cp-dest", copied))
@@ -156,6 +166,15 @@ def run_import(bundle: Path, state: Path, root: Path) -> tuple[float, int]:
     )
     elapsed = time.perf_counter() - started
     return elapsed, int(rss_file.read_text().split()[-1])
+
+
+def run_import_in_process(bundle: Path, state: Path, root: Path) -> float:
+    """The import as the console's Celery worker runs it: UpdateManager.import_bundle in a process that has
+    its modules loaded already (verification, staging, the state file; no Python start-up)."""
+    shutil.rmtree(state, ignore_errors=True)
+    started = time.perf_counter()
+    UpdateManager(UpdateConfig(state, root, IDENTITY)).import_bundle(bundle)
+    return time.perf_counter() - started
 
 
 def run_cp(bundle: Path, dest: Path, copied: list[str]) -> float:
@@ -201,11 +220,12 @@ def main() -> int:
             imports: list[float] = []
             copies: list[float] = []
             rss: list[int] = []
+            running: list[float] = []
             ours_v: list[float] = []
             ref_v: list[float] = []
             load = [os.getloadavg()[0]]
             for index in range(runs):
-                pair(bundle, files, copied, root, index, CACHE, imports, copies, rss)
+                pair(bundle, files, copied, root, index, CACHE, imports, copies, rss, running)
                 warm(files)
                 ours_v.append(run_deep_verify(bundle, root, WORK / "state-v"))
                 warm(files)
@@ -227,11 +247,13 @@ def main() -> int:
                 "runs": runs,
                 "import_s": statistics.median(imports),
                 "cp_s": statistics.median(copies),
+                "import_in_running_process_s": statistics.median(running),
                 "verify_s": statistics.median(ours_v),
                 "sha256sum_s": statistics.median(ref_v),
                 "import_peak_rss_kib": max(rss),
                 "import_runs_s": [round(x, 3) for x in imports],
                 "cp_runs_s": [round(x, 3) for x in copies],
+                "import_in_running_process_runs_s": [round(x, 3) for x in running],
                 "load_average_1min": [round(x, 2) for x in (*load, os.getloadavg()[0])],
             }
             shutil.rmtree(bundle.parent)
@@ -244,11 +266,14 @@ def main() -> int:
         "import_time_ratio_vs_cp": round(s["import_s"] / s["cp_s"], 3),
         "verify_throughput_ratio_vs_sha256sum": round(s["sha256sum_s"] / s["verify_s"], 3),
         "peak_rss_ratio_8g_vs_1g": round(results[large]["import_peak_rss_kib"] / s["import_peak_rss_kib"], 3),
+        "import_time_ratio_vs_cp_in_running_process": round(s["import_in_running_process_s"] / s["cp_s"], 3),
         "import_time_ratio_vs_cp_by_size": {name: round(r["import_s"] / r["cp_s"], 3) for name, r in results.items()},
         "import_time_ratio_vs_cp_cold_cache": round(cold["import_s"] / cold["cp_s"], 3) if cold else None,
         "cold_cache": {small: cold} if cold else None,
         "reference": {
             "import": "cp -r targets/ DEST && sync DEST/<every copied path>, same source, same disk, same run",
+            "import_in_running_process": "UpdateManager.import_bundle in the benchmark's own process, "
+            "as the console's Celery worker runs it (no Python start-up), against the same cp runs",
             "verify": "sha256sum over the same files, same run",
             "page_cache": f"{CACHE} for both sides before every timed run",
         },
@@ -277,6 +302,10 @@ def main() -> int:
             f"{small + ' cold':>8} {RUNS:>5} {cold['import_s']:9.2f} {cold['cp_s']:7.2f} "
             f"{cold['import_s'] / cold['cp_s']:6.2f}   (page cache dropped before every timed run, both sides)"
         )
+    print(
+        f"{small} import in a running process (as the console's worker runs it): "
+        f"{s['import_in_running_process_s']:.2f} s, {summary['import_time_ratio_vs_cp_in_running_process']}x cp"
+    )
     print(
         f"import/cp {summary['import_time_ratio_vs_cp']}x (goal <= 1.10), verify/sha256sum throughput "
         f"{summary['verify_throughput_ratio_vs_sha256sum']}x, peak RSS {large}/{small} "
