@@ -28,7 +28,7 @@ from .auth import authenticate, key_prefix, resolve_route
 from .config import GatewayConfig
 from .errors import GatewayError
 from .fair_queue import FairLimiter, QueueFull, QueueTimeout
-from .payload import ENDPOINTS, Endpoint, parse_request, upstream_body
+from .payload import ENDPOINTS, Endpoint, check_deployment, parse_request, upstream_body
 from .proxy import JSON_HEADERS, BeforeFirstByte, Call, ModelRename, forward_stream, forward_unary
 from .session_auth import CONSOLE_HEADER, SessionAuth, console_secret_key
 from .snapshot import Deployment, KeyEntry, Route, Snapshot, SnapshotKeeper
@@ -264,7 +264,7 @@ class Gateway:
         department = key.department
         failure: GatewayError | None = None
         for dep in candidates:
-            body = upstream_body(request, route, dep, endpoint)  # refuses what this deployment cannot take
+            check_deployment(request, route, dep, endpoint)
             limiter = self.limiter(dep)
             metrics.QUEUED.labels(dep.name).inc()
             try:
@@ -281,8 +281,8 @@ class Gateway:
             call.deployment = dep.name
             call.attempts.append(dep.name)
             url = dep.endpoint + endpoint.path
-            if dep.kind in PRIORITY_KINDS:  # the body again, with the fair queue's priority in it
-                body = upstream_body(request, route, dep, endpoint, round(lag * PRIORITY_SCALE))
+            priority = round(lag * PRIORITY_SCALE) if dep.kind in PRIORITY_KINDS else None
+            body = upstream_body(request, route, dep, endpoint, priority)
             rename = ModelRename(dep.served_name, route.alias)
             try:
                 if request.stream:

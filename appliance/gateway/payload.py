@@ -9,7 +9,14 @@ from typing import Any
 from .errors import GatewayError
 from .snapshot import Deployment, Route
 
-__all__ = ["THINKING_MAX_MIN_CONTEXT", "Endpoint", "ParsedRequest", "parse_request", "upstream_body"]
+__all__ = [
+    "THINKING_MAX_MIN_CONTEXT",
+    "Endpoint",
+    "ParsedRequest",
+    "check_deployment",
+    "parse_request",
+    "upstream_body",
+]
 
 THINKING_MAX_MIN_CONTEXT = 393216
 
@@ -140,11 +147,8 @@ def thinking_mode(request: ParsedRequest, route: Route) -> str:
     return _EFFORT[request.effort] if request.effort is not None else route.thinking
 
 
-def upstream_body(
-    request: ParsedRequest, route: Route, deployment: Deployment, endpoint: Endpoint, priority: int | None = None
-) -> bytes:
-    """The body sent to `deployment`: its served model name, thinking mapped, usage asked for, and the
-    gateway's priority for engines that schedule by one (a client's own "priority" never reaches an engine)."""
+def check_deployment(request: ParsedRequest, route: Route, deployment: Deployment, endpoint: Endpoint) -> None:
+    """Refuse what `deployment` cannot take, before the request waits in its queue."""
     if request.max_tokens is not None and request.max_tokens > deployment.max_context:
         raise GatewayError(
             400,
@@ -153,6 +157,27 @@ def upstream_body(
             " tokens; ask for fewer.",
             param="max_tokens",
         )
+    if (
+        not endpoint.anthropic
+        and endpoint.task == "chat"
+        and thinking_mode(request, route) == "max"
+        and deployment.max_context < THINKING_MAX_MIN_CONTEXT
+    ):
+        raise GatewayError(
+            400,
+            "thinking_max_unavailable",
+            f"Thinking “max” needs a context of {THINKING_MAX_MIN_CONTEXT} tokens; this alias has "
+            f"{deployment.max_context}. Use reasoning_effort “high”.",
+            param="reasoning_effort",
+        )
+
+
+def upstream_body(
+    request: ParsedRequest, route: Route, deployment: Deployment, endpoint: Endpoint, priority: int | None = None
+) -> bytes:
+    """The body sent to `deployment` (which check_deployment has accepted): its served model name, thinking
+    mapped, usage asked for, and the gateway's priority for engines that schedule by one (a client's own
+    "priority" never reaches an engine)."""
     body = dict(request.body)
     body["model"] = deployment.served_name
     body.pop("reasoning_effort", None)
@@ -164,14 +189,6 @@ def upstream_body(
         body["priority"] = priority
     if endpoint.task == "chat":
         mode = thinking_mode(request, route)
-        if mode == "max" and deployment.max_context < THINKING_MAX_MIN_CONTEXT:
-            raise GatewayError(
-                400,
-                "thinking_max_unavailable",
-                f"Thinking “max” needs a context of {THINKING_MAX_MIN_CONTEXT} tokens; this alias has "
-                f"{deployment.max_context}. Use reasoning_effort “high”.",
-                param="reasoning_effort",
-            )
         if mode != "off":
             body["chat_template_kwargs"] = {
                 **(request.body.get("chat_template_kwargs") or {}),
