@@ -4,6 +4,10 @@ LiteLLM's proxy, side by side in one run, loopback only, bounded in time (about 
 Writes bench-results/gateway.json (added_p50_ms_c1, added_p99_ms_c1, rps_ratio_vs_litellm_c100,
 rps_ratio_vs_direct_c100, ttft_added_ms_c10, rss_mib_1000_streams, and the raw figures) and prints a table.
 The load generator is a small asyncio HTTP/1.1 client with keep-alive (no library overhead to measure).
+A fourth column, the floor (bench/gateway_floor.py), is the gateway's stack with none of the gateway: the
+same gunicorn ASGI worker and aiohttp client forwarding bytes to the same upstream, with no auth, routing,
+queuing, audit or metrics (floor_added_p50_ms_c1, floor_rps_ratio_vs_direct_c100, floor_ttft_added_ms_c10):
+what the host charges for the server, the client and the hop before the gateway does anything.
 Everything shares this machine's cores: figures are noisy on a busy 2-core box; ratios are taken within
 the same run.
 """
@@ -145,6 +149,13 @@ def wait_http(port: int, path: str, timeout: float, proc: subprocess.Popen[bytes
 
 def start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+
+def start_gunicorn(app: str, port: int, workers: int, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`app` under gunicorn's ASGI worker, as the appliance runs the gateway."""
+    argv = [sys.executable, "-m", "gunicorn", "--worker-class", "asgi", "--workers", str(workers)]
+    argv += ["--worker-connections", "8192", "--backlog", "4096", "--bind", f"127.0.0.1:{port}", app]
+    return start(argv, log, env)
 
 
 def start_upstream(log_dir: Path, *args: str) -> tuple[subprocess.Popen[bytes], int]:
@@ -367,18 +378,39 @@ async def open_streams(port: int, raw: bytes, count: int) -> list[Conn]:
 
 def print_table(results: dict[str, Any], args: argparse.Namespace, log_dir: Path) -> None:
     c1, t = results["c1"], results["ttft_c10"]
+    nan = float("nan")
     rows = [
-        ("p50 latency, 1 client (ms)", c1["direct_p50_ms"], c1["gateway_p50_ms"], c1["litellm_p50_ms"]),
-        ("p99 latency, 1 client (ms)", c1["direct_p99_ms"], c1["gateway_p99_ms"], c1["litellm_p99_ms"]),
+        (
+            "p50 latency, 1 client (ms)",
+            c1["direct_p50_ms"],
+            c1["gateway_p50_ms"],
+            c1["floor_p50_ms"],
+            c1["litellm_p50_ms"],
+        ),
+        (
+            "p99 latency, 1 client (ms)",
+            c1["direct_p99_ms"],
+            c1["gateway_p99_ms"],
+            c1["floor_p99_ms"],
+            c1["litellm_p99_ms"],
+        ),
     ]
     for clients in (10, 100):
         row = results[f"c{clients}"]
-        rows.append((f"requests/s, {clients} clients", row["direct_rps"], row["gateway_rps"], row["litellm_rps"]))
-    rows.append(("TTFT p50, 10 streams (ms)", t["direct_p50_ms"], t["gateway_p50_ms"], float("nan")))
+        rows.append(
+            (
+                f"requests/s, {clients} clients",
+                row["direct_rps"],
+                row["gateway_rps"],
+                row["floor_rps"],
+                row["litellm_rps"],
+            )
+        )
+    rows.append(("TTFT p50, 10 streams (ms)", t["direct_p50_ms"], t["gateway_p50_ms"], t["floor_p50_ms"], nan))
     print(f"\nGateway benchmark ({args.workers} workers each; logs in {log_dir})")
-    print(f"{'measure':<34}{'direct':>12}{'gateway':>12}{'litellm':>12}")
-    for name, direct, gateway, litellm in rows:
-        print(f"{name:<34}{direct:>12.2f}{gateway:>12.2f}{litellm:>12.2f}")
+    print(f"{'measure':<34}{'direct':>12}{'gateway':>12}{'floor':>12}{'litellm':>12}")
+    for name, direct, gateway, floor, litellm in rows:
+        print(f"{name:<34}{direct:>12.2f}{gateway:>12.2f}{floor:>12.2f}{litellm:>12.2f}")
     print(
         f"\nadded at 1 client: p50 {results['added_p50_ms_c1']} ms, p99 {results['added_p99_ms_c1']} ms (goals 0.5 / 2)"
     )
@@ -391,6 +423,12 @@ def print_table(results: dict[str, Any], args: argparse.Namespace, log_dir: Path
         f"reference: one audit event written alone by the gateway's AuditWriter: p50 "
         f"{results['audit_write_alone_p50_ms']} ms, p99 {results['audit_write_alone_p99_ms']} ms "
         "(every answer waits for its event's commit)"
+    )
+    print(
+        f"floor (bench/gateway_floor.py: the same gunicorn worker and aiohttp client forwarding bytes, no gateway "
+        f"logic, no audit): added p50 {results['floor_added_p50_ms_c1']} ms, p99 {results['floor_added_p99_ms_c1']} ms "
+        f"at 1 client; {results['floor_rps_ratio_vs_direct_c100']:.0%} of direct at 100 clients; TTFT added "
+        f"{results['floor_ttft_added_ms_c10']} ms at 10 streams"
     )
     print(f"gateway RSS with {args.streams} open streams: {results['rss_mib_1000_streams']} MiB (goal < 1024)")
     v = results.get("vllm_cpu")
@@ -441,59 +479,54 @@ def main() -> int:
             "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/6"),
             "ENCLAVE_GATEWAY_WORKERS": str(args.workers),
         }
-        gateway = start(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--worker-class",
-                "asgi",
-                "--workers",
-                str(args.workers),
-                "--worker-connections",
-                "8192",
-                "--backlog",
-                "4096",
-                "--bind",
-                f"127.0.0.1:{gw_port}",
-                "appliance.gateway.asgi:app",
-            ],
-            log_dir / "gateway.log",
-            env,
-        )
+        gateway = start_gunicorn("appliance.gateway.asgi:app", gw_port, args.workers, log_dir / "gateway.log", env)
         procs.append(gateway)
+        floor_port = free_port()
+        floor_env = {**env, "BENCH_FLOOR_UPSTREAM": f"http://127.0.0.1:{fast_port}"}
+        floor = start_gunicorn("bench.gateway_floor:app", floor_port, args.workers, log_dir / "floor.log", floor_env)
+        procs.append(floor)
         wait_http(gw_port, "/healthz", 60, gateway)
+        wait_http(floor_port, "/health", 60, floor)
         wait_http(ll_port, "/health/liveliness", 420, litellm)
 
         body = {"model": "default", "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 8}
         raw_direct = http_request(fast_port, "/v1/chat/completions", {**body, "model": "fixture-model"}, "none")
         raw_gw = http_request(gw_port, "/v1/chat/completions", body, key)
         raw_ll = http_request(ll_port, "/v1/chat/completions", body, "sk-bench-master")
+        # The floor forwards the body unchanged, so it carries the upstream's own model name, as direct does.
+        raw_floor = http_request(floor_port, "/v1/chat/completions", {**body, "model": "fixture-model"}, "none")
         stream_body = {**body, "stream": True}
         raw_direct_s = http_request(
             fast_port, "/v1/chat/completions", {**stream_body, "model": "fixture-model"}, "none"
         )
         raw_gw_s = http_request(gw_port, "/v1/chat/completions", stream_body, key)
+        raw_floor_s = http_request(
+            floor_port, "/v1/chat/completions", {**stream_body, "model": "fixture-model"}, "none"
+        )
 
         results: dict[str, Any] = {"workers": args.workers, "litellm_version": "1.106.0"}
         # Warm-up (connections, caches, LiteLLM's lazy imports).
-        for port, raw in ((fast_port, raw_direct), (gw_port, raw_gw), (ll_port, raw_ll)):
+        for port, raw in ((fast_port, raw_direct), (gw_port, raw_gw), (ll_port, raw_ll), (floor_port, raw_floor)):
             asyncio.run(sequential(port, raw, 50))
 
         # 1 client: latency, direct and through the gateway, in alternating blocks.
         direct_c1: list[float] = []
         gw_c1: list[float] = []
+        floor_c1: list[float] = []
         ll_c1: list[float] = []
         block = max(50, args.c1_requests // 10)
         for _ in range(args.c1_requests // block):
             direct_c1 += asyncio.run(sequential(fast_port, raw_direct, block))
             gw_c1 += asyncio.run(sequential(gw_port, raw_gw, block))
+            floor_c1 += asyncio.run(sequential(floor_port, raw_floor, block))
         ll_c1 = asyncio.run(sequential(ll_port, raw_ll, 300))
         results["c1"] = {
             "direct_p50_ms": pct(direct_c1, 0.5),
             "direct_p99_ms": pct(direct_c1, 0.99),
             "gateway_p50_ms": pct(gw_c1, 0.5),
             "gateway_p99_ms": pct(gw_c1, 0.99),
+            "floor_p50_ms": pct(floor_c1, 0.5),
+            "floor_p99_ms": pct(floor_c1, 0.99),
             "litellm_p50_ms": pct(ll_c1, 0.5),
             "litellm_p99_ms": pct(ll_c1, 0.99),
         }
@@ -503,6 +536,8 @@ def main() -> int:
         results["added_p50_ms_c1"] = round(pct(gw_c1, 0.5) - pct(direct_c1, 0.5), 3)
         results["added_p99_ms_c1"] = round(pct(gw_c1, 0.99) - pct(direct_c1, 0.99), 3)
         results["litellm_added_p50_ms_c1"] = round(pct(ll_c1, 0.5) - pct(direct_c1, 0.5), 3)
+        results["floor_added_p50_ms_c1"] = round(pct(floor_c1, 0.5) - pct(direct_c1, 0.5), 3)
+        results["floor_added_p99_ms_c1"] = round(pct(floor_c1, 0.99) - pct(direct_c1, 0.99), 3)
 
         # 10 and 100 clients: throughput.
         for clients in (10, 100):
@@ -510,6 +545,7 @@ def main() -> int:
             for name, port, raw in (
                 ("direct", fast_port, raw_direct),
                 ("gateway", gw_port, raw_gw),
+                ("floor", floor_port, raw_floor),
                 ("litellm", ll_port, raw_ll),
             ):
                 rps, _firsts, errors = asyncio.run(closed_loop(port, raw, clients, args.seconds))
@@ -519,12 +555,19 @@ def main() -> int:
         c100 = results["c100"]
         results["rps_ratio_vs_litellm_c100"] = round(c100["gateway_rps"] / max(c100["litellm_rps"], 1e-9), 2)
         results["rps_ratio_vs_direct_c100"] = round(c100["gateway_rps"] / max(c100["direct_rps"], 1e-9), 3)
+        results["floor_rps_ratio_vs_direct_c100"] = round(c100["floor_rps"] / max(c100["direct_rps"], 1e-9), 3)
 
         # Time to first token with 10 streaming clients.
         _rps, direct_first, _e = asyncio.run(closed_loop(fast_port, raw_direct_s, 10, args.seconds / 2))
         _rps, gw_first, _e = asyncio.run(closed_loop(gw_port, raw_gw_s, 10, args.seconds / 2))
-        results["ttft_c10"] = {"direct_p50_ms": pct(direct_first, 0.5), "gateway_p50_ms": pct(gw_first, 0.5)}
+        _rps, floor_first, _e = asyncio.run(closed_loop(floor_port, raw_floor_s, 10, args.seconds / 2))
+        results["ttft_c10"] = {
+            "direct_p50_ms": pct(direct_first, 0.5),
+            "gateway_p50_ms": pct(gw_first, 0.5),
+            "floor_p50_ms": pct(floor_first, 0.5),
+        }
         results["ttft_added_ms_c10"] = round(pct(gw_first, 0.5) - pct(direct_first, 0.5), 3)
+        results["floor_ttft_added_ms_c10"] = round(pct(floor_first, 0.5) - pct(direct_first, 0.5), 3)
 
         # 1,000 open streams through the gateway (the slow upstream keeps them open ~30 s).
         before = rss_mib(gateway.pid)
