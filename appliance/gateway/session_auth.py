@@ -13,6 +13,7 @@ gateway within that time.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
 import time
@@ -81,6 +82,8 @@ class SessionAuth:
         self.cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, _SessionUser | None]] = {}
         self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._connecting: asyncio.Future[psycopg.AsyncConnection[Any]] | None = None
+        self.connects = 0
         _configure_signing(secret_key)
 
     async def authenticate(self, cookie: str | None, console_header: str | None, snapshot: Snapshot) -> KeyEntry:
@@ -125,12 +128,9 @@ class SessionAuth:
         from django.core import signing
         from django.utils.crypto import salted_hmac
 
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = await psycopg.AsyncConnection.connect(
-                self.database_url, autocommit=True, connect_timeout=3, application_name="enclave-gateway-session"
-            )
+        conn = await self._connection()
         row = await (
-            await self._conn.execute(
+            await conn.execute(
                 "SELECT session_data FROM django_session WHERE session_key = %s AND expire_date > now()",
                 [session_key],
             )
@@ -143,7 +143,7 @@ class SessionAuth:
         except (signing.BadSignature, KeyError, ValueError, TypeError):
             return None
         user = await (
-            await self._conn.execute(
+            await conn.execute(
                 "SELECT username, password, is_active, role, department_id FROM accounts_user WHERE id = %s",
                 [user_id],
             )
@@ -155,6 +155,26 @@ class SessionAuth:
         if not hmac.compare_digest(expected, str(data.get("_auth_user_hash", ""))):
             return None  # the password changed since this session began
         return _SessionUser(user_id, username, bool(active), role, department_id, bool(data.get("otp_device_id")))
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        """The lookup connection. Requests that find none usable at the same moment share one connect, and
+        its error if it fails (each request tried its own before, and all but one of those were dropped)."""
+        conn = self._conn
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        if self._connecting is None or self._connecting.done():
+            self._connecting = asyncio.ensure_future(self._connect())
+            # Retrieved here too: the requests that shared it may all have been cancelled (clients gone).
+            self._connecting.add_done_callback(lambda done: done.cancelled() or done.exception())
+        # A cancelled request (its client gone) does not cancel the connect the others wait for.
+        return await asyncio.shield(self._connecting)
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        self.connects += 1
+        self._conn = await psycopg.AsyncConnection.connect(
+            self.database_url, autocommit=True, connect_timeout=3, application_name="enclave-gateway-session"
+        )
+        return self._conn
 
     async def close(self) -> None:
         if self._conn is not None:

@@ -16,7 +16,7 @@ from mgmt.audit.models import AuditEvent
 from mgmt.routing.models import EngineKind, Task
 from tests.fixtures.processes import wait_for
 
-from .conftest import add_deployment, route
+from .conftest import add_deployment, free_port, route
 
 
 def client(gw, key: str) -> openai.OpenAI:
@@ -483,6 +483,48 @@ def test_no_durable_audit_means_no_answer(world, upstream, gateway):
     count = len(gateway_events())
     assert api.chat.completions.create(model="default", messages=hi).choices
     assert len(gateway_events()) == count + 1
+
+
+def test_session_lookups_at_the_same_moment_share_one_connect(world):
+    """Requests with console sessions that arrive together when the gateway has no lookup connection (at
+    start, or after PostgreSQL restarted) make one connection between them, not one each; if that connect
+    fails, every one of them gets its error at once (none waits behind another's connect), and the next
+    request tries again."""
+    import asyncio
+
+    import psycopg
+    from django.conf import settings
+    from django.test import Client
+
+    from appliance.gateway.session_auth import SessionAuth
+    from appliance.gateway.snapshot import SnapshotKeeper
+    from tests.fixtures.processes import test_database_url
+
+    browser = Client()
+    browser.force_login(world.nurse)
+    cookie = f"sessionid={browser.cookies['sessionid'].value}"
+
+    async def together(database_url: str) -> tuple[SessionAuth, list[object]]:
+        snapshot = await SnapshotKeeper(test_database_url(), "", 60).reload()
+        auth = SessionAuth(database_url, settings.SECRET_KEY, cache_seconds=0)
+        try:
+            found = await asyncio.gather(
+                *(auth.authenticate(cookie, "1", snapshot) for _ in range(20)), return_exceptions=True
+            )
+            if isinstance(found[0], psycopg.Error):
+                await asyncio.gather(auth.authenticate(cookie, "1", snapshot), return_exceptions=True)
+        finally:
+            await auth.close()
+        return auth, found
+
+    auth, found = asyncio.run(together(test_database_url()))
+    assert auth.connects == 1
+    assert {(k.username, k.department.name) for k in found} == {("nina.nurse", "Emergency")}
+
+    nothing_there = f"postgresql://postgres@127.0.0.1:{free_port()}/enclave"
+    auth, found = asyncio.run(together(nothing_there))
+    assert all(isinstance(error, psycopg.OperationalError) for error in found)
+    assert auth.connects == 2  # one for the 20 at once, one for the request after them
 
 
 def test_one_value_postgresql_refuses_does_not_fail_the_batch_it_shares(world):
