@@ -27,6 +27,7 @@ __all__ = [
     "NoSpace",
     "NotABundle",
     "NotNewer",
+    "PathNotPortable",
     "ProvisioningFailed",
     "Rollback",
     "SourceUnavailable",
@@ -92,6 +93,11 @@ class Unreadable(BundleError):
 class UnsafePath(BundleError):
     code = "bundle.unsafe_path"
     hint = "the bundle names a file outside its own tree; refuse it and tell the vendor"
+
+
+class PathNotPortable(BundleError):
+    code = "bundle.path_not_portable"
+    hint = "rename the file: exFAT and FAT sticks ignore letter case and drop a name's trailing dots"
 
 
 class UnsafeEntry(BundleError):

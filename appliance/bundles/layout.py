@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from appliance.bundles.errors import ExtraFile, MetadataInvalid, UnsafeEntry, UnsafePath
+from appliance.bundles.errors import ExtraFile, MetadataInvalid, PathNotPortable, UnsafeEntry, UnsafePath
 
 __all__ = [
     "CUSTOM_KEY",
@@ -25,6 +26,7 @@ __all__ = [
     "MAX_ROOT_ROTATIONS",
     "PRODUCT",
     "ReleaseInfo",
+    "check_portable_names",
     "check_target_path",
     "check_top_level",
     "scan_targets_tree",
@@ -96,7 +98,26 @@ def check_target_path(path: str) -> str:
     for part in parts:
         if part in ("", ".", "..") or not _COMPONENT_RE.match(part):
             raise UnsafePath(f"target path {path!r} has a component {part!r} that is not allowed")
+        if part.endswith("."):
+            # exFAT (Linux's driver, by default) and FAT drop it: the file would arrive under another name.
+            raise PathNotPortable(f"target path {path!r} has a component {part!r} that ends in a dot")
     return path
+
+
+def check_portable_names(paths: Iterable[str]) -> None:
+    """Refuse two target paths, or two of their directories, that differ only in letter case.
+
+    Bundles travel on USB sticks, and the file systems a stick of model-sized files carries (exFAT; FAT
+    for small ones) ignore case: the two would become one file or one directory there, and the bundle
+    would no longer verify on the appliance. The vendor's build refuses them before writing anything."""
+    seen: dict[str, str] = {}
+    for path in paths:
+        parts = path.split("/")
+        for end in range(1, len(parts) + 1):
+            name = "/".join(parts[:end])
+            other = seen.setdefault(name.casefold(), name)
+            if other != name:
+                raise PathNotPortable(f"{other!r} and {name!r} differ only in letter case")
 
 
 def check_top_level(bundle_dir: Path) -> None:

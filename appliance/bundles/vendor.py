@@ -32,7 +32,13 @@ from tuf.api.metadata import (
 from tuf.api.serialization.json import JSONSerializer
 
 from appliance.bundles.fsio import atomic_write
-from appliance.bundles.layout import CUSTOM_KEY, ReleaseInfo, check_target_path, scan_targets_tree
+from appliance.bundles.layout import (
+    CUSTOM_KEY,
+    ReleaseInfo,
+    check_portable_names,
+    check_target_path,
+    scan_targets_tree,
+)
 
 __all__ = [
     "build_bundle",
@@ -172,9 +178,11 @@ def build_bundle(
     if bundle.exists():
         raise FileExistsError(f"{bundle} exists; remove it or pick another output directory")
     files = sorted(scan_targets_tree(source))
+    for rel in files:  # every name is checked before anything is written
+        check_target_path(rel)
+    check_portable_names(files)
     targets = Targets(version=release.sequence, expires=_expiry(expires_days))
     for rel in files:
-        check_target_path(rel)
         length, sha256 = _copy_and_hash(source / rel, bundle / "targets" / rel, link)
         targets.targets[rel] = TargetFile(length=length, hashes={"sha256": sha256}, path=rel)
     (bundle / "targets").mkdir(parents=True, exist_ok=True)

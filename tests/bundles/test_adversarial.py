@@ -177,6 +177,10 @@ def case_absolute_path(tmp: Path, kit: VendorKit) -> Path:
     return _signed_path(tmp, kit, "/etc/passwd")
 
 
+def case_trailing_dot_path(tmp: Path, kit: VendorKit) -> Path:
+    return _signed_path(tmp, kit, "models/tiny/weights.")
+
+
 def case_symlink_in_tree(tmp: Path, kit: VendorKit) -> Path:
     bundle = good(tmp, kit)
     os.symlink("/etc/shadow", bundle / "targets" / "models" / "tiny" / "shadow")
@@ -267,6 +271,7 @@ CASES: list[tuple[str, Case, str]] = [
     ("missing file", case_missing_file, "bundle.missing_file"),
     ("'..' in a signed path", case_dotdot_path, "bundle.unsafe_path"),
     ("absolute signed path", case_absolute_path, "bundle.unsafe_path"),
+    ("signed path a stick would rename", case_trailing_dot_path, "bundle.path_not_portable"),
     ("symlink in the tree", case_symlink_in_tree, "bundle.unsafe_entry"),
     ("symlink instead of a target", case_symlink_replaces_target, "bundle.unsafe_entry"),
     ("named pipe in the tree", case_fifo_in_tree, "bundle.unsafe_entry"),
