@@ -97,7 +97,7 @@ class UnsafePath(BundleError):
 
 class PathNotPortable(BundleError):
     code = "bundle.path_not_portable"
-    hint = "rename the file: exFAT and FAT sticks ignore letter case and drop a name's trailing dots"
+    hint = "exFAT and FAT sticks ignore letter case and drop a name's trailing dots; the vendor must rename it"
 
 
 class UnsafeEntry(BundleError):
