@@ -177,5 +177,7 @@ class SessionAuth:
         return self._conn
 
     async def close(self) -> None:
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
         if self._conn is not None:
             await self._conn.close()
