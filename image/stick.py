@@ -6,7 +6,9 @@ bundle signed with those keys verifies on the booted image; a release build poin
 the vendor's folder instead. The test bundle is tiny: one small .deb in its own apt repository
 (debs/, with debs/packages.txt naming it), a policies/ file and the model set with signed manifests:
 enclave-fixture and enclave-fixture-gguf, the GGUF the image's llama-server serves once it is activated.
-The stick is a raw disk with an MBR and one ext4 partition made with `mkfs.ext4 -d` (no mount needed).
+The good stick is a raw disk with an MBR and one ext4 partition made with `mkfs.ext4 -d`; the junk stick is
+formatted whole, FAT32 with no partition table (as some sticks come from the shop), filled with mtools's
+`mcopy`. Neither needs a mount.
 """
 
 from __future__ import annotations
@@ -155,6 +157,19 @@ def make_stick(content: Path, image: Path, label: str = "ENCLAVEUSB") -> Path:
     return image
 
 
+def make_fat_stick(content: Path, image: Path, label: str = "PHOTOS") -> Path:
+    """A raw USB disk formatted whole (no partition table) with FAT32, holding the files of `content`."""
+    size_mib = max(64, int(sum(p.stat().st_size for p in content.rglob("*") if p.is_file()) / (1 << 20) * 2) + 8)
+    partial = image.with_suffix(".partial")
+    with partial.open("wb") as handle:
+        handle.truncate(size_mib << 20)
+    debs.run_tool(["mkfs.vfat", "-F", "32", "-n", label, str(partial)], what="mkfs.vfat (USB stick)")
+    for entry in sorted(content.iterdir()):
+        debs.run_tool(["mcopy", "-s", "-Q", "-i", str(partial), str(entry), "::/"], what="mcopy (USB stick)")
+    partial.replace(image)
+    return image
+
+
 def _readable(tree: Path) -> None:
     for path in tree.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
@@ -199,5 +214,5 @@ def boot_test_sticks(work: Path, keys: Path) -> dict[str, Path]:
     _readable(junk)
     return {
         "good": make_stick(media, work / "stick-good.raw"),
-        "junk": make_stick(junk, work / "stick-junk.raw", label="PHOTOS"),
+        "junk": make_fat_stick(junk, work / "stick-junk.raw", label="PHOTOS"),
     }

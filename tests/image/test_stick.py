@@ -60,6 +60,25 @@ def test_the_stick_is_one_ext4_partition_holding_the_bundles(made: tuple[Path, P
     assert sorted(p.name for p in (work / "media-good").iterdir()) == ["ENCLAVE-2026Q4", "ENCLAVE-2026Q4-broken"]
 
 
+def test_the_junk_stick_is_formatted_whole_with_fat32(made: tuple[Path, Path]) -> None:
+    """No partition table, as some sticks come from the shop: the appliance's udev rule must mount the
+    whole disk (the VM test sees /dev/sdb mounted, not a partition)."""
+    work, _ = made
+    probe = subprocess.run(
+        ["blkid", "-p", "-o", "export", str(work / "stick-junk.raw")], capture_output=True, text=True, check=True
+    )
+    found = dict(line.split("=", 1) for line in probe.stdout.splitlines() if "=" in line)
+    assert (found["TYPE"], found["VERSION"], found["USAGE"]) == ("vfat", "FAT32", "filesystem")
+    assert "PTTYPE" not in found
+    listing = subprocess.run(
+        ["mdir", "-b", "-i", str(work / "stick-junk.raw"), "::/ENCLAVE-holiday-photos"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert listing.stdout.split() == ["::/ENCLAVE-holiday-photos/IMG_0001.jpg"]
+
+
 def test_without_a_playbook_the_step_is_skipped_and_says_so(made: tuple[Path, Path], tmp_path: Path) -> None:
     work, keys = made
     manager = _manager(tmp_path, keys)

@@ -213,10 +213,11 @@ def _run_step(admin: ConsoleSession, path: str, form: dict[str, str]) -> tuple[s
 
 
 def test_usb_sticks_are_found_by_udev_and_their_bundles_verified(machine: vm.VM, admin: ConsoleSession) -> None:
-    """Both sticks mounted read-only by the udev rule; the Updates page (pyudev discovery) verifies the
-    signed bundles on one and names what is wrong with the folder on the other."""
+    """Both sticks mounted read-only by the udev rule: the ext4 partition of one, the other whole (FAT32,
+    no partition table). The Updates page (pyudev discovery) verifies the signed bundles on one and names
+    what is wrong with the folder on the other."""
     machine.wait_for_console("enclave-media: /dev/sda1 mounted read-only", timeout=BOOT_TIMEOUT)
-    machine.wait_for_console("enclave-media: /dev/sdb1 mounted read-only", timeout=BOOT_TIMEOUT)
+    machine.wait_for_console("enclave-media: /dev/sdb mounted read-only", timeout=BOOT_TIMEOUT)
     status, _, page = admin.get("/updates/")
     assert status == 200, page[:500]
     rows = _bundle_rows(page)
