@@ -116,9 +116,15 @@ def make_bundle(tree: Path, out_dir: Path, *, keys: Path, release: str, sequence
     return bundle
 
 
+def _size_mib(content: Path, minimum: int) -> int:
+    """A file system's size for `content`: twice its bytes plus 8 MiB of room, at least `minimum` MiB."""
+    used = sum(p.stat().st_size for p in content.rglob("*") if p.is_file())
+    return max(minimum, int(used / (1 << 20) * 2) + 8)
+
+
 def make_stick(content: Path, image: Path, label: str = "ENCLAVEUSB") -> Path:
     """A raw USB disk: MBR, one ext4 partition holding the files of `content`."""
-    part_mib = max(16, int(sum(p.stat().st_size for p in content.rglob("*") if p.is_file()) / (1 << 20) * 2) + 8)
+    part_mib = _size_mib(content, 16)
     with tempfile.TemporaryDirectory(dir=image.parent) as tmp:
         part = Path(tmp) / "part.img"
         debs.run_tool(
@@ -159,7 +165,7 @@ def make_stick(content: Path, image: Path, label: str = "ENCLAVEUSB") -> Path:
 
 def make_fat_stick(content: Path, image: Path, label: str = "PHOTOS") -> Path:
     """A raw USB disk formatted whole (no partition table) with FAT32, holding the files of `content`."""
-    size_mib = max(64, int(sum(p.stat().st_size for p in content.rglob("*") if p.is_file()) / (1 << 20) * 2) + 8)
+    size_mib = _size_mib(content, 64)  # FAT32 needs at least 65,525 clusters
     partial = image.with_suffix(".partial")
     with partial.open("wb") as handle:
         handle.truncate(size_mib << 20)
