@@ -17,7 +17,9 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from appliance.bundles.errors import VenvBuildFailed
 from appliance.bundles.fsio import atomic_write, fsync_dir, replace_symlink
+from appliance.bundles.layout import shown
 from appliance.bundles.staging import ObjectStore
 from appliance.bundles.verify import TargetEntry
 
@@ -89,11 +91,23 @@ def assemble_release(
         if entry.path.startswith("wheels/") and entry.path.endswith(".whl") and entry.path.count("/") == 1:
             wheels[entry.path.split("/", 1)[1]] = entry.sha256
     if wheels:
-        venv_builder(files / "wheels", wheels, building / "venv")
+        try:
+            venv_builder(files / "wheels", wheels, building / "venv")
+        except (OSError, subprocess.CalledProcessError) as exc:
+            shutil.rmtree(building, ignore_errors=True)
+            raise VenvBuildFailed(f"the wheels of release {name} do not install: {_last_words(exc)}") from exc
     releases.mkdir(parents=True, exist_ok=True)
     os.rename(building, final)
     fsync_dir(releases)
     return final
+
+
+def _last_words(exc: OSError | subprocess.CalledProcessError) -> str:
+    """What pip (or venv) said last, as one line a person and the console's database can take."""
+    output = (exc.stderr or exc.stdout) if isinstance(exc, subprocess.CalledProcessError) else None
+    text = output.decode(errors="replace") if isinstance(output, bytes) else str(output or "")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return shown(lines[-1][-400:]) if lines else str(exc)
 
 
 def release_pointers(release_dir: Path, pointers_dir: Path, previous: Mapping[str, str]) -> dict[str, str]:

@@ -40,6 +40,7 @@ __all__ = [
     "Unreadable",
     "UnsafeEntry",
     "UnsafePath",
+    "VenvBuildFailed",
     "WrongChannel",
     "WrongHardware",
     "WrongProduct",
@@ -200,6 +201,11 @@ class NoSpace(BundleError):
 class SourceUnavailable(BundleError):
     code = "bundle.source_unavailable"
     hint = "the stick went away or failed while copying; plug it in again and re-import (copying resumes)"
+
+
+class VenvBuildFailed(BundleError):
+    code = "bundle.venv_build_failed"
+    hint = "the bundle's Python wheels do not install here (built for another Python or platform?); tell the vendor"
 
 
 # --- the appliance's own state ------------------------------------------------------------------

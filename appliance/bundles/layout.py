@@ -30,6 +30,7 @@ __all__ = [
     "check_target_path",
     "check_top_level",
     "scan_targets_tree",
+    "shown",
 ]
 
 PRODUCT = "enclave"
@@ -39,9 +40,17 @@ MAX_ROOT_ROTATIONS = 256
 MAX_LENGTHS = {"root": 512_000, "timestamp": 16_384, "snapshot": 2_000_000, "targets": 5_000_000}
 MAX_TARGETS = 100_000
 MAX_DEPTH = 32
-_RELEASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_METADATA_RE = re.compile(r"^([1-9][0-9]{0,8}\.root|timestamp|snapshot|targets)\.json$")
-_COMPONENT_RE = re.compile(r"^[A-Za-z0-9._+@=-]{1,255}$")
+# Matched with fullmatch: `$` also matches before a trailing newline ("2026Q4\n").
+_RELEASE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_METADATA_RE = re.compile(r"([1-9][0-9]{0,8}\.root|timestamp|snapshot|targets)\.json")
+_COMPONENT_RE = re.compile(r"[A-Za-z0-9._+@=-]{1,255}")
+
+
+def shown(name: str) -> str:
+    """A name from the stick as a message shows it: as it is if printable, else quoted with escapes. People
+    read messages in a terminal, and the console stores them in PostgreSQL, which takes no NUL or lone
+    surrogate (what a name that is not UTF-8 becomes)."""
+    return name if name.isprintable() else repr(name)
 
 
 @dataclass(frozen=True)
@@ -66,14 +75,14 @@ class ReleaseInfo:
                 raise TypeError("product, release and channel must be strings")
             if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 1:
                 raise TypeError("sequence must be a positive integer")
-            if not isinstance(hardware, list) or not all(isinstance(h, str) for h in hardware):
-                raise TypeError("hardware must be a list of strings")
+            if not isinstance(hardware, list) or not all(isinstance(h, str) and h.isprintable() for h in hardware):
+                raise TypeError("hardware must be a list of printable names")
             when = datetime.fromisoformat(str(issued).replace("Z", "+00:00"))
             if when.tzinfo is None:
                 raise TypeError("issued must carry a time zone")
         except (KeyError, TypeError, ValueError) as exc:
             raise MetadataInvalid(f"targets.json's '{CUSTOM_KEY}' field is malformed: {exc}") from exc
-        if not _RELEASE_RE.match(release):
+        if not _RELEASE_RE.fullmatch(release):
             raise MetadataInvalid(f"release name {release!r} is not allowed")
         return cls(product, release, sequence, channel, tuple(hardware), when)
 
@@ -96,7 +105,7 @@ def check_target_path(path: str) -> str:
     if len(parts) > MAX_DEPTH:
         raise UnsafePath(f"target path {path!r} is nested too deeply")
     for part in parts:
-        if part in ("", ".", "..") or not _COMPONENT_RE.match(part):
+        if part in ("", ".", "..") or not _COMPONENT_RE.fullmatch(part):
             raise UnsafePath(f"target path {path!r} has a component {part!r} that is not allowed")
         if part.endswith("."):
             # exFAT (Linux's driver, by default) and FAT drop it: the file would arrive under another name.
@@ -128,8 +137,8 @@ def check_top_level(bundle_dir: Path) -> None:
         if not entry.is_dir(follow_symlinks=False):
             raise UnsafeEntry(f"{entry.name} must be a plain directory")
     for entry in os.scandir(bundle_dir / "metadata"):
-        if not _METADATA_RE.match(entry.name):
-            raise ExtraFile(f"unexpected file metadata/{entry.name}")
+        if not _METADATA_RE.fullmatch(entry.name):
+            raise ExtraFile(f"unexpected file {shown('metadata/' + entry.name)}")
         if not entry.is_file(follow_symlinks=False):
             raise UnsafeEntry(f"metadata/{entry.name} is not a regular file")
 
@@ -144,7 +153,7 @@ def scan_targets_tree(targets_dir: Path) -> dict[str, int]:
     while stack:
         directory, prefix, depth = stack.pop()
         if depth > MAX_DEPTH:
-            raise UnsafePath(f"targets/{prefix} is nested too deeply")
+            raise UnsafePath(f"{shown('targets/' + prefix)} is nested too deeply")
         with os.scandir(directory) as entries:
             for entry in entries:
                 rel = f"{prefix}{entry.name}"
@@ -157,5 +166,5 @@ def scan_targets_tree(targets_dir: Path) -> dict[str, int]:
                         raise ExtraFile(f"more than {MAX_TARGETS} files under targets/")
                 else:
                     kind = "a symbolic link" if stat.S_ISLNK(mode) else "a special file"
-                    raise UnsafeEntry(f"targets/{rel} is {kind}")
+                    raise UnsafeEntry(f"{shown('targets/' + rel)} is {kind}")
     return found

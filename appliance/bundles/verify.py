@@ -25,7 +25,7 @@ from typing import Any
 
 from tuf.api import exceptions as tuf_exc
 from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
-from tuf.api.serialization import DeserializationError
+from tuf.api.serialization import DeserializationError, SerializationError
 from tuf.ngclient._internal.trusted_metadata_set import TrustedMetadataSet
 from tuf.ngclient.config import EnvelopeType
 
@@ -62,10 +62,15 @@ from appliance.bundles.layout import (
     check_target_path,
     check_top_level,
     scan_targets_tree,
+    shown,
 )
 from appliance.bundles.trust import TrustState
 
 __all__ = ["ApplianceIdentity", "BundleVerifier", "TargetEntry", "VerifiedBundle"]
+
+# python-tuf checks signatures over canonical JSON, which has no fractions and only valid Unicode; it raises
+# SerializationError, with no message, for signed metadata that holds anything else.
+_UNSIGNABLE = "holds a value no signature can cover (a number with a fraction, or text that is not valid Unicode)"
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,11 @@ class VerifiedBundle:
         return files
 
 
+def _said(exc: Exception) -> str:
+    """python-tuf's account of a failure as a message shows it: it may quote names from the metadata."""
+    return shown(str(exc))
+
+
 def _classify_unsigned(delegator: Root, role: str, data: bytes, exc: Exception) -> BundleError:
     """Say *why* a threshold was not met: a bad signature, an unknown signer, or too few signers."""
     try:
@@ -128,10 +138,11 @@ def _classify_unsigned(delegator: Root, role: str, data: bytes, exc: Exception) 
                     return BadSignature(f"{role}.json carries a signature by key {keyid[:16]} that does not verify")
         unknown = [k for k in md.signatures if k not in role_keys]
         if unknown:
-            return UnknownKey(f"{role}.json is signed by key(s) {', '.join(k[:16] for k in unknown)} not trusted")
+            listed = ", ".join(shown(k[:16]) for k in unknown)
+            return UnknownKey(f"{role}.json is signed by key(s) {listed} not trusted")
     except Exception:  # noqa: S110 - fall through to the generic message below
         pass
-    return ThresholdNotMet(f"{role}.json: {exc}")
+    return ThresholdNotMet(f"{role}.json: {_said(exc)}")
 
 
 class BundleVerifier:
@@ -231,9 +242,11 @@ class BundleVerifier:
                 trusted.update_root(data)
             except DeserializationError as exc:
                 raise MetadataInvalid(f"metadata/{name} cannot be parsed: {exc}") from exc
+            except SerializationError as exc:
+                raise MetadataInvalid(f"metadata/{name} {_UNSIGNABLE}") from exc
             except tuf_exc.RepositoryError as exc:
                 raise BadRootRotation(
-                    f"metadata/{name} is not a valid successor of root v{trusted.root.version}: {exc}"
+                    f"metadata/{name} is not a valid successor of root v{trusted.root.version}: {_said(exc)}"
                 ) from exc
             chain.append(data)
         if (metadata_dir / f"{trusted.root.version + 1}.root.json").exists():
@@ -270,16 +283,18 @@ class BundleVerifier:
         except tuf_exc.BadVersionNumberError as exc:
             pinned = "Expected snapshot version" in str(exc) or role == Targets.type
             if not pinned:
-                raise Rollback(f"{role}.json is older than what the appliance already accepted: {exc}") from exc
-            raise MetadataMismatch(f"{role}.json does not belong with the rest of the metadata: {exc}") from exc
+                raise Rollback(f"{role}.json is older than what the appliance already accepted: {_said(exc)}") from exc
+            raise MetadataMismatch(f"{role}.json does not belong with the rest of the metadata: {_said(exc)}") from exc
         except tuf_exc.ExpiredMetadataError as exc:
             raise ExpiredBundle(f"{exc} (checked against {trusted.reference_time:%Y-%m-%d %H:%M} UTC)") from exc
         except tuf_exc.LengthOrHashMismatchError as exc:
             raise MetadataMismatch(f"{role}.json does not match the hash pinned by the role above it") from exc
         except DeserializationError as exc:
             raise MetadataInvalid(f"{role}.json cannot be parsed: {exc}") from exc
+        except SerializationError as exc:
+            raise MetadataInvalid(f"{role}.json {_UNSIGNABLE}") from exc
         except tuf_exc.RepositoryError as exc:
-            text = str(exc)
+            text = _said(exc)
             if "missing info" in text:
                 raise MetadataMismatch(f"{role}.json: {text}") from exc
             raise MetadataInvalid(f"{role}.json: {text}") from exc
@@ -311,6 +326,8 @@ class BundleVerifier:
         entries: list[TargetEntry] = []
         for path, info in sorted(targets.targets.items()):
             check_target_path(path)
+            if isinstance(info.length, bool):  # python-tuf takes true/false as a length of 1/0
+                raise MetadataInvalid(f"target {path} has a length that is not a number")
             sha256 = info.hashes.get("sha256", "")
             if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
                 raise MetadataInvalid(f"target {path} has no SHA-256 hash")
@@ -327,7 +344,7 @@ class BundleVerifier:
         signed = {e.path for e in entries}
         extra = sorted(set(on_stick) - signed)
         if extra:
-            raise ExtraFile(f"targets/{extra[0]} is not listed in the signed metadata ({len(extra)} extra)")
+            raise ExtraFile(f"{shown('targets/' + extra[0])} is not listed in the signed metadata ({len(extra)} extra)")
         missing = sorted(signed - set(on_stick))
         if missing:
             raise MissingFile(f"targets/{missing[0]} is missing ({len(missing)} missing)")
