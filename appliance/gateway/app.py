@@ -150,8 +150,18 @@ class Gateway:
             body, content_type = metrics.render()
             await _respond(send, 200, body, [(b"content-type", content_type.encode())])
         else:
-            err = GatewayError(404, "unknown_endpoint", f"There is no endpoint {path}.")
-            await _respond(send, 404, err.body())
+            await self.unknown_endpoint(scope, send)
+
+    async def unknown_endpoint(self, scope: Scope, send: Send) -> None:
+        """A path the gateway does not serve is refused like any request, and audited like any refusal (0351);
+        it used to be answered unaudited. The metrics name no such path (their labels stay few)."""
+        call = Call(endpoint=scope["path"], ip=_client_ip(scope), started=self.clock())
+        err = GatewayError(404, "unknown_endpoint", f"There is no endpoint {call.endpoint}.")
+        call.status, call.code = err.status, err.code
+        try:
+            await self.refuse(call, None, _presented_key(_authorization(scope)), err, send)
+        finally:
+            self.observe(call, None, endpoint="other")
 
     async def healthz(self, send: Send) -> None:
         snapshot = self.keeper.current
@@ -173,10 +183,8 @@ class Gateway:
             snapshot = self.keeper.current
             if snapshot is None:
                 raise GatewayError(503, "gateway_not_ready", "The gateway is starting; try again shortly.")
-            authorization = _header(scope, b"authorization")
-            if authorization is None and (api_key := _header(scope, b"x-api-key")) is not None:
-                authorization = f"Bearer {api_key}"  # how Anthropic's clients send a key
-            presented = (authorization or "").partition(" ")[2].strip()
+            authorization = _authorization(scope)
+            presented = _presented_key(authorization)
             if authorization is None and _header(scope, b"cookie") is not None:
                 key = await self.session_principal(scope, snapshot)
             else:
@@ -390,10 +398,11 @@ class Gateway:
             data=data,
         )
 
-    def observe(self, call: Call, key: KeyEntry | None) -> None:
+    def observe(self, call: Call, key: KeyEntry | None, endpoint: str = "") -> None:
         department = key.department.slug if key is not None else ""
-        metrics.REQUESTS.labels(call.endpoint, str(call.status), call.code, department).inc()
-        metrics.REQUEST_SECONDS.labels(call.endpoint).observe(self.clock() - call.started)
+        endpoint = endpoint or call.endpoint
+        metrics.REQUESTS.labels(endpoint, str(call.status), call.code, department).inc()
+        metrics.REQUEST_SECONDS.labels(endpoint).observe(self.clock() - call.started)
         if key is not None and call.prompt_tokens is not None:
             metrics.TOKENS.labels(department, "prompt").inc(call.prompt_tokens)
         if key is not None and call.completion_tokens is not None:
@@ -405,6 +414,18 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return bytes(value).decode("latin-1")
     return None
+
+
+def _authorization(scope: Scope) -> str | None:
+    authorization = _header(scope, b"authorization")
+    if authorization is None and (api_key := _header(scope, b"x-api-key")) is not None:
+        authorization = f"Bearer {api_key}"  # how Anthropic's clients send a key
+    return authorization
+
+
+def _presented_key(authorization: str | None) -> str:
+    """The key as presented, for the audit's key prefix of a request that was refused."""
+    return (authorization or "").partition(" ")[2].strip()
 
 
 def _client_ip(scope: Scope) -> str:
@@ -430,7 +451,12 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise ClientGone
+            # The body stopped short: the client left, or sent less than its Content-Length promised and
+            # then nothing (gunicorn gives up after its worker timeout, 30 s). The server says both the same
+            # way; unanswered, it answered a client still waiting with a plain-text 500.
+            raise GatewayError(
+                408, "incomplete_body", "The request body stopped before its end; send the whole body again."
+            )
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

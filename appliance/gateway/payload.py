@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,8 +64,15 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400: valid JSON syntax, but Python reads it as Infinity and would send that on
+        raise ValueError(f"{text} is too large for a number")
+    return value
+
+
 # Strict JSON: Python's decoder also takes NaN and Infinity, which no engine's parser does.
-_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+_DECODER = json.JSONDecoder(parse_constant=_no_constants, parse_float=_finite_float)
 
 
 def _lone_surrogate(body: dict[str, Any]) -> bool:

@@ -28,6 +28,11 @@ SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 DONE = b"data: [DONE]"
+# What an SSE stream may open with (a field name, or ":" for a comment); the longest is "event:".
+SSE_STARTS = (b"data:", b":", b"event:", b"id:", b"retry:")
+# An engine's stream event is a token or a few; one this large (or a stream that never separates its
+# events) ends the stream instead of being buffered, and re-scanned, without bound.
+MAX_EVENT_BYTES = 16 * 1024 * 1024
 # Anthropic's Messages API ends a stream with this event and reports usage in message_start/message_delta.
 MESSAGE_STOP = b"event: message_stop"
 ANTHROPIC_PATHS = frozenset({"/v1/messages"})
@@ -93,15 +98,27 @@ class ModelRename:
         return data
 
 
+def _engine_json(content: bytes) -> Any:
+    """An engine's JSON answer or event, or None if it is not JSON (nesting too deep for the decoder
+    included: that used to escape as a 500, and mid-stream as a stream cut off without its audit event)."""
+    try:
+        return json.loads(content)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+
+
 def _upstream_error(status: int, content: bytes) -> GatewayError | BeforeFirstByte:
     """Map an engine's non-200 answer: 5xx may be retried elsewhere, 4xx is the client's to fix."""
-    message = ""
-    try:
-        parsed = json.loads(content)
-        err = parsed.get("error", parsed) if isinstance(parsed, dict) else {}
-        message = str(err.get("message", "") if isinstance(err, dict) else err)
-    except (ValueError, UnicodeDecodeError):
-        pass
+    if status < 400:
+        # Not an answer (redirects are not followed: the body goes to the engine configured, nowhere else).
+        return BeforeFirstByte(
+            GatewayError(502, "upstream_invalid_response", f"The engine answered with status {status}, not a result.")
+        )
+    parsed = _engine_json(content)
+    err = parsed.get("error", parsed) if isinstance(parsed, dict) else None
+    message = err.get("message") if isinstance(err, dict) else err
+    if not isinstance(message, str):
+        message = ""  # a number or a nested object is not a message to show
     if status >= 500 or status in (408, 429):
         return BeforeFirstByte(GatewayError(502, "upstream_error", f"The engine failed ({status}); try again shortly."))
     lowered = message.lower()
@@ -115,9 +132,10 @@ def _usage(call: Call, usage: Any) -> None:
     if isinstance(usage, dict):
         prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
         completion = usage.get("completion_tokens", usage.get("output_tokens"))
-        if isinstance(prompt, int):
+        # Whole counts only: a negative one made the metrics' counter raise after the answer was sent.
+        if type(prompt) is int and prompt >= 0:
             call.prompt_tokens = prompt
-        if isinstance(completion, int):
+        if type(completion) is int and completion >= 0:
             call.completion_tokens = completion
 
 
@@ -146,17 +164,14 @@ async def forward_unary(
     rename: ModelRename,
 ) -> None:
     try:
-        async with session.post(url, data=body, headers=UPSTREAM_HEADERS) as response:
+        async with session.post(url, data=body, headers=UPSTREAM_HEADERS, allow_redirects=False) as response:
             status = response.status
             content = await response.read()
     except TRANSPORT_ERRORS as exc:
         raise _transport_failure(exc) from None
     if status != 200:
         raise _upstream_error(status, content)
-    try:
-        parsed = json.loads(content)
-    except (ValueError, UnicodeDecodeError):
-        parsed = None
+    parsed = _engine_json(content)
     anthropic = call.endpoint in ANTHROPIC_PATHS
     if not isinstance(parsed, dict) or ((parsed.get("type") != "message") if anthropic else ("object" not in parsed)):
         raise BeforeFirstByte(
@@ -172,9 +187,12 @@ async def forward_unary(
     await send({"type": "http.response.body", "body": content})
 
 
-def _looks_like_sse(chunk: bytes) -> bool:
+def _looks_like_sse(chunk: bytes) -> bool | None:
+    """Whether a stream's first bytes are SSE; None while too few have come to tell ("da", or a blank line)."""
     head = chunk.lstrip()[:6]
-    return head.startswith((b"data:", b":", b"event:", b"id:"))
+    if head.startswith(SSE_STARTS):
+        return True
+    return None if len(head) < 6 and any(start.startswith(head) for start in SSE_STARTS) else False
 
 
 async def forward_stream(
@@ -190,7 +208,7 @@ async def forward_stream(
     rename: ModelRename,
 ) -> None:
     try:
-        response = await session.post(url, data=body, headers=UPSTREAM_HEADERS)
+        response = await session.post(url, data=body, headers=UPSTREAM_HEADERS, allow_redirects=False)
     except TRANSPORT_ERRORS as exc:
         raise _transport_failure(exc) from None
     try:
@@ -205,6 +223,8 @@ async def forward_stream(
         opened = asyncio.ensure_future(audit_open(call))
         try:
             first = await anext(chunks)
+            while (sse := _looks_like_sse(first)) is None and len(first) <= MAX_EVENT_BYTES:
+                first += await anext(chunks)  # a first read that ends before the first field name does
         except (*TRANSPORT_ERRORS, StopAsyncIteration) as exc:
             await asyncio.gather(opened, return_exceptions=True)
             if not isinstance(exc, StopAsyncIteration):
@@ -212,7 +232,7 @@ async def forward_stream(
             raise BeforeFirstByte(
                 GatewayError(502, "upstream_invalid_response", "The engine closed the stream without data.")
             ) from None
-        if not _looks_like_sse(first):
+        if not sse:
             await asyncio.gather(opened, return_exceptions=True)
             raise BeforeFirstByte(
                 GatewayError(502, "upstream_invalid_response", "The engine sent a stream that is not SSE.")
@@ -237,6 +257,9 @@ async def forward_stream(
         await audit(call)
         if finished:
             tail = (finished if anthropic else DONE) + b"\n\n"
+        elif call.code == "upstream_invalid_response":
+            message = f"The engine sent an event larger than the gateway passes on ({MAX_EVENT_BYTES} bytes)."
+            tail = _error_event(message, call.code, anthropic)
         else:
             tail = _error_event("The engine stopped in the middle of the answer; ask again.", call.code, anthropic)
     except GatewayError:
@@ -272,15 +295,17 @@ async def _pump(
     anthropic = call.endpoint in ANTHROPIC_PATHS
     closing = MESSAGE_STOP if anthropic else DONE
     buffer = first
+    searched = 0  # `buffer` holds no b"\n\n" before this: a long event is not searched again from its start
     finished = b""
     broken = False
     while True:
         out: list[bytes] = []
         while True:
-            end = buffer.find(b"\n\n")
-            if end < 0:
+            end = buffer.find(b"\n\n", searched)
+            if end < 0 or end > MAX_EVENT_BYTES:
+                searched = max(0, len(buffer) - 1)
                 break
-            event, buffer = buffer[:end], buffer[end + 2 :]
+            event, buffer, searched = buffer[:end], buffer[end + 2 :], 0
             if event.startswith(closing):
                 finished = event
                 continue
@@ -294,13 +319,16 @@ async def _pump(
                     _usage(call, usage)
                     if not anthropic and not wants_usage and not parsed.get("choices"):
                         continue  # the client did not ask for the usage-only event (the gateway did)
-                except (ValueError, AttributeError):
+                except (ValueError, AttributeError, RecursionError):
                     pass
             out.append(rename(event) + b"\n\n")
         if out:
             await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
         if finished:
             return finished
+        if len(buffer) > MAX_EVENT_BYTES:  # an event too long to pass on, complete or not
+            call.status, call.code = 502, "upstream_invalid_response"
+            return b""
         if broken:
             call.status, call.code = 502, "upstream_interrupted"
             return b""
