@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib.auth.password_validation import validate_password
@@ -36,6 +36,10 @@ __all__ = [
 ]
 
 API_KEY_PREFIX = "enc_"
+DEPARTMENT_NAME_MAX = 100  # Department.name and Department.slug hold this many characters
+# The end of 9999-12-31 west of UTC is in year 10000 UTC: PostgreSQL stores it, but no Python datetime holds it,
+# so every page listing such a key (and the gateway's key snapshot) would fail to read it back.
+API_KEY_LATEST_EXPIRY = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 def key_digest(key: str) -> str:
@@ -53,6 +57,13 @@ def do_create_department(name: str, *, weight: int = 1, actor: User | None, requ
     slug = slugify(name)
     if not name or not slug:
         raise AccountError("department.name_required", "A department needs a name.")
+    if len(name) > DEPARTMENT_NAME_MAX or len(slug) > DEPARTMENT_NAME_MAX:
+        # The slug spells some characters out (ⅷ becomes "viii"): a name that fits can still make one too long.
+        raise AccountError(
+            "department.name_too_long",
+            f"A department name is at most {DEPARTMENT_NAME_MAX} characters (ⅷ and the like count as several); "
+            "choose a shorter one.",
+        )
     if Department.objects.filter(slug=slug).exists() or Department.objects.filter(name__iexact=name).exists():
         raise AccountError("department.exists", f"A department named “{name}” already exists.")
     if weight < 1:
@@ -271,6 +282,10 @@ def do_create_api_key(
         raise AccountError("apikey.name_required", "Give the key a name that says where it is used.")
     if expires_at is not None and expires_at <= timezone.now():
         raise AccountError("apikey.expiry_past", "The expiry date must be in the future.")
+    if expires_at is not None and expires_at >= API_KEY_LATEST_EXPIRY:
+        raise AccountError(
+            "apikey.expiry_too_far", "Choose an expiry date before the year 9999, or none for a key that never expires."
+        )
     prefix = secrets.token_hex(4)
     secret = f"{API_KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
     with transaction.atomic():

@@ -57,6 +57,8 @@ def check_alias(user: User, alias: str) -> str:
 def check_message(text: str) -> str:
     if not text.strip():
         raise ChatError("chat.empty_message", "Type a message first.")
+    if "\x00" in text:  # PostgreSQL text cannot hold it: the message and its answer could not be stored
+        raise ChatError("chat.bad_character", "The message contains a NUL character; remove it and send again.")
     if len(text.encode("utf-8")) > MAX_MESSAGE_BYTES:
         raise ChatError("chat.message_too_large", "A message may be at most 1 MiB.", 413)
     return text

@@ -52,6 +52,10 @@ class UserForm(forms.Form):
     department = forms.ModelChoiceField(queryset=Department.objects.all(), required=False)
 
 
+class UserSearchForm(forms.Form):
+    q = forms.CharField(max_length=100, required=False)
+
+
 class UserEditForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices)
     department = forms.ModelChoiceField(queryset=Department.objects.all(), required=False)
@@ -65,7 +69,13 @@ class ApiKeyForm(forms.Form):
 class AuditFilterForm(forms.Form):
     actor = forms.CharField(max_length=150, required=False)
     department = forms.CharField(max_length=100, required=False)
-    action = forms.CharField(max_length=64, required=False)
+    # Actions are dotted names (auth.login); a trailing * asks for a prefix (auth.*).
+    action = forms.RegexField(
+        regex=r"^[A-Za-z0-9_.-]*\*?$",
+        max_length=64,
+        required=False,
+        error_messages={"invalid": "An action is letters, digits and . _ - only, optionally ending in * (auth.*)."},
+    )
     outcome = forms.ChoiceField(
         choices=[("", "any"), ("ok", "ok"), ("denied", "denied"), ("error", "error")], required=False
     )

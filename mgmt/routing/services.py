@@ -45,25 +45,41 @@ class TargetSpec:
     weight: int = 1
 
 
-def _slug(value: str, code: str, what: str) -> str:
+# The columns' limits: a longer value must be refused here, not by the database.
+INT_MAX = 2**31 - 1  # PositiveIntegerField is a PostgreSQL integer
+NAME_MAX = 100  # Model.name, Deployment.name
+ALIAS_MAX = 64  # Route.alias
+SERVED_NAME_MAX = 200  # Model.served_name
+ENDPOINT_MAX = 300  # Deployment.endpoint
+
+
+def _slug(value: str, code: str, what: str, max_length: int = NAME_MAX) -> str:
     slug = slugify(value.strip())
     if not slug or slug != value.strip():
         raise RoutingError(code, f"“{value}” is not a valid {what}: use lower-case letters, digits and dashes.")
+    if len(slug) > max_length:
+        raise RoutingError(code, f"A {what} is at most {max_length} characters long.")
     return slug
 
 
 def _check_endpoint(endpoint: str) -> str:
-    parts = urlsplit(endpoint)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(endpoint)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # an unclosed [IPv6 address, a port out of range
+        valid = False
+    if not valid or not endpoint.isprintable() or " " in endpoint:
         raise RoutingError(
             "deployment.bad_endpoint", f"“{endpoint}” is not an http(s) URL such as http://127.0.0.1:8001."
         )
+    if len(endpoint) > ENDPOINT_MAX:
+        raise RoutingError("deployment.bad_endpoint", f"An endpoint is at most {ENDPOINT_MAX} characters long.")
     return endpoint.rstrip("/")
 
 
-def _positive(value: int, code: str, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise RoutingError(code, f"{what} must be a whole number of 1 or more.")
+def _positive(value: int, code: str, what: str, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= INT_MAX:
+        raise RoutingError(code, f"{what} must be a whole number from {minimum} to {INT_MAX}.")
     return value
 
 
@@ -75,6 +91,11 @@ def do_create_model(
         raise RoutingError("model.bad_task", f"Unknown task “{task}”; use one of {', '.join(Task.values)}.")
     if not served_name.strip():
         raise RoutingError("model.served_name_required", "Give the name the engines serve the model under.")
+    if len(served_name.strip()) > SERVED_NAME_MAX or not served_name.strip().isprintable():
+        raise RoutingError(
+            "model.bad_served_name",
+            f"The served name is at most {SERVED_NAME_MAX} printable characters, such as org/model-name.",
+        )
     if Model.objects.filter(name=name).exists():
         raise RoutingError("model.exists", f"A model named “{name}” already exists.")
     with transaction.atomic():
@@ -208,7 +229,7 @@ def do_set_route(
     request: Any = None,
 ) -> Route:
     """Create or replace the route for department x alias with these targets (in priority order)."""
-    alias = _slug(alias, "route.bad_alias", "alias")
+    alias = _slug(alias, "route.bad_alias", "alias", ALIAS_MAX)
     if thinking not in Thinking.values:
         raise RoutingError("route.bad_thinking", f"Unknown thinking mode “{thinking}”.")
     if not targets:
@@ -217,8 +238,7 @@ def do_set_route(
     tasks: set[str] = set()
     for target in targets:
         _positive(target.weight, "route.bad_weight", "A target's weight")
-        if isinstance(target.priority, bool) or not isinstance(target.priority, int) or target.priority < 0:
-            raise RoutingError("route.bad_priority", "A target's priority must be 0 or more.")
+        _positive(target.priority, "route.bad_priority", "A target's priority", minimum=0)
         if target.deployment.pk in seen:
             raise RoutingError("route.duplicate_target", f"“{target.deployment.name}” is listed twice.")
         seen.add(target.deployment.pk)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+from django.db import models
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -22,6 +26,8 @@ from .services import (
     do_update_deployment,
 )
 from .usage import HEIGHT, WIDTH, usage_charts
+
+Row = TypeVar("Row", bound=models.Model)
 
 
 def _page(request: HttpRequest, error: RoutingError | None = None) -> HttpResponse:
@@ -61,7 +67,12 @@ def engines(request: HttpRequest) -> HttpResponse:
         elif form.get("form") == "deployment":
             do_create_deployment(
                 form.get("name", ""),
-                model=get_object_or_404(Model, pk=form.get("model")),
+                model=_row(
+                    Model.objects.all(),
+                    form.get("model"),
+                    "deployment.unknown_model",
+                    "There is no such model: choose one from the catalog.",
+                ),
                 kind=form.get("kind", ""),
                 endpoint=form.get("endpoint", ""),
                 max_context=_int(form.get("max_context")),
@@ -94,11 +105,17 @@ def deployment_enabled(request: HttpRequest, deployment_id: int) -> HttpResponse
 def route_set(request: HttpRequest) -> HttpResponse:
     """Targets come as lines `deployment [priority [weight]]`, in the order they are tried."""
     form = request.POST
-    department = get_object_or_404(Department, pk=form.get("department"))
     try:
+        department = _row(
+            Department.objects.all(),
+            form.get("department"),
+            "route.unknown_department",
+            "There is no such department: choose one from the list.",
+        )
+        deployments = {d.name: d for d in Deployment.objects.select_related("model")}
         targets = []
         for index, line in enumerate(t.split() for t in form.get("targets", "").splitlines() if t.strip()):
-            deployment = Deployment.objects.filter(name=line[0]).select_related("model").first()
+            deployment = deployments.get(line[0])
             if deployment is None:
                 raise RoutingError("route.unknown_deployment", f"There is no deployment “{line[0]}”.")
             priority = _int(line[1]) if len(line) > 1 else index
@@ -129,6 +146,14 @@ def route_delete(request: HttpRequest, route_id: int) -> HttpResponse:
 def usage(request: HttpRequest) -> HttpResponse:
     charts = usage_charts(hours=24)
     return render(request, "routing/usage.html", {"charts": charts, "width": WIDTH, "height": HEIGHT})
+
+
+def _row(rows: QuerySet[Row], value: str | None, code: str, message: str) -> Row:
+    """The row whose id the form sent: an id that is missing, not a number or not there is refused with `code`."""
+    row = rows.filter(pk=int(value)).first() if value and value.isascii() and value.isdigit() else None
+    if row is None:
+        raise RoutingError(code, message)
+    return row
 
 
 def _int(value: str | None) -> int:

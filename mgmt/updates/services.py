@@ -72,8 +72,9 @@ def _enqueue(
 def do_request_import(bundle_name: str, *, actor: Any, request: HttpRequest | None = None) -> ImportJob:
     bundle = find_bundle(bundle_name)
     if bundle is None:
-        error = NotABundle(f"no bundle called {bundle_name!r} is on the attached media")
-        _audit_refusal("import", error, actor, request, bundle_name[:128])
+        shown = bundle_name[:128].replace("\x00", "\ufffd")  # as typed, less what PostgreSQL text cannot hold
+        error = NotABundle(f"no bundle called {shown!r} is on the attached media")
+        _audit_refusal("import", error, actor, request, shown)
         raise error
     return _enqueue(ImportJob.Kind.IMPORT, actor=actor, request=request, bundle=bundle)
 

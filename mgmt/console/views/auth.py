@@ -68,8 +68,11 @@ def login_view(request: HttpRequest) -> HttpResponse:
                 status=401,
             )
         login(request, user)
+        # require_role sends a path: anything else (redirect() would look up "abc" as a view name) goes home.
         next_url = request.GET.get("next", "")
-        if url_has_allowed_host_and_scheme(next_url, {request.get_host()}, require_https=request.is_secure()):
+        if next_url.startswith("/") and url_has_allowed_host_and_scheme(
+            next_url, {request.get_host()}, require_https=request.is_secure()
+        ):
             return redirect(next_url)
         return redirect("console:dashboard")
     return render(request, "console/login.html", {"form": form})

@@ -21,7 +21,7 @@ from mgmt.accounts.services import (
 )
 from mgmt.audit.models import AuditEvent
 
-from ..forms import DepartmentForm, UserEditForm, UserForm
+from ..forms import DepartmentForm, UserEditForm, UserForm, UserSearchForm
 
 ADMINS = (Role.APPLIANCE_ADMIN, Role.DEPARTMENT_ADMIN)
 
@@ -111,7 +111,12 @@ def users(request: HttpRequest) -> HttpResponse:
     if actor.role == Role.DEPARTMENT_ADMIN:
         form.fields["department"].queryset = Department.objects.filter(pk=actor.department_id)  # type: ignore[attr-defined]
         form.fields["role"].choices = [(Role.STAFF, Role.STAFF.label)]  # type: ignore[attr-defined]
-    query = request.GET.get("q", "")[:100]
+    search = UserSearchForm(request.GET)
+    if not search.is_valid():
+        error = "A search is up to 100 characters of plain text."
+        context = {"form": form, "users": [], "q": "", "error_code": "form.invalid", "error": error}
+        return render(request, "console/users.html", context, status=400)
+    query = search.cleaned_data["q"]
     listing = _visible_users(actor).filter(Q(username__icontains=query) | Q(email__icontains=query))[:500]
     context = {"form": form, "users": listing, "q": query}
     if request.method == "POST":

@@ -27,7 +27,8 @@ OUTCOME_LABELS = {
 
 
 def _job(job_id: str) -> ImportJob | None:
-    return ImportJob.objects.filter(pk=int(job_id)).first() if job_id.isdigit() else None
+    # isascii: isdigit() also accepts digits such as "²" that int() refuses.
+    return ImportJob.objects.filter(pk=int(job_id)).first() if job_id.isascii() and job_id.isdigit() else None
 
 
 def _context(job_id: str = "") -> dict[str, object]:
