@@ -15,6 +15,9 @@ Rules (docs/decisions/0200-directory-login-rules.md):
 - A username that belongs to a local account is never sent to the directory: local accounts (the
   break-glass appliance admin) keep working when the directory is down, their passwords never reach
   the directory server, and a directory entry with the same name cannot take the local account over.
+- Only the entry's exact name (the value of the attribute in ENCLAVE_LDAP_USER_FILTER) signs in, not
+  a variant the directory also matches (another case, fullwidth letters): each variant would have its
+  own lockout counter and its own user row.
 - Everything is decided before the user row is written: a person outside `require_group`, a staff
   member or department admin without a mapped department, or a deactivated account is refused and
   nothing changes.
@@ -26,6 +29,7 @@ Rules (docs/decisions/0200-directory-login-rules.md):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -44,6 +48,8 @@ from .models import Department, Role, User
 __all__ = ["DIRECTORY_REFUSALS", "EnclaveLDAPBackend", "LoginRefusal", "load_mapping", "login_refusal"]
 
 ROLE_ORDER = (Role.APPLIANCE_ADMIN, Role.AUDITOR, Role.DEPARTMENT_ADMIN, Role.STAFF)
+# The attributes the user search compares with the typed name: "uid" in (uid=%(user)s).
+_LOGIN_ATTRIBUTE = re.compile(r"\(([A-Za-z][\w;-]*)=%\(user\)s\)")
 _REFUSAL_ATTR = "enclave_login_refusal"
 
 
@@ -108,6 +114,17 @@ def load_mapping(path: str) -> dict[str, Any]:
     }
 
 
+def _names_entry(username: str, attrs: Any) -> bool:
+    """Whether `username` is, exactly, a value of an attribute the user search matched it against.
+
+    A filter that names no such attribute ((uid=%(user)s) or (sAMAccountName=%(user)s) do) signs nobody in.
+    """
+    search = getattr(settings, "AUTH_LDAP_USER_SEARCH", None)
+    names = {name.lower() for name in _LOGIN_ATTRIBUTE.findall(getattr(search, "filterstr", ""))}
+    values = {value for key, found in (attrs or {}).items() if key.lower() in names for value in found}
+    return username in values
+
+
 @dataclass(frozen=True)
 class _Placement:
     role: str
@@ -143,6 +160,13 @@ class EnclaveLDAPBackend(LDAPBackend):
     def get_or_build_user(self, username: str, ldap_user: Any) -> tuple[Any, bool]:
         """Called after the directory accepted the password and before anything is written."""
         failed = type(ldap_user).AuthenticationFailed
+        if not _names_entry(username, ldap_user.attrs):
+            # The directory matches names by its own rules (any case, Unicode compatibility forms such as
+            # fullwidth letters), so "RITA.RAD" finds rita.rad's entry. Only her exact uid signs her in: a
+            # variant would have its own lockout counter (django-axes counts the typed name), its own user
+            # row, or slip past the local-account check above. Checked first, so that no refusal below tells
+            # a variant that its password was right.
+            raise failed("the name differs from the directory entry's")
         mapping = load_mapping(settings.ENCLAVE_LDAP_MAPPING)
         groups = {dn.lower() for dn in ldap_user.group_dns}
         if mapping.get("require_group") and mapping["require_group"] not in groups:

@@ -9,9 +9,14 @@ from mgmt.accounts.models import Department, Role
 _DATE = forms.DateInput(attrs={"type": "date"})
 
 
+# Passwords are taken exactly as typed (strip=False, as Django's own forms do): a space at either end is part
+# of the password. Trimmed, the real password plus a space signed in, and a directory password that ends in a
+# space could never sign in.
 class LoginForm(forms.Form):
     username = forms.CharField(max_length=150, widget=forms.TextInput(attrs={"autocomplete": "username"}))
-    password = forms.CharField(max_length=256, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}))
+    password = forms.CharField(
+        max_length=256, strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"})
+    )
 
 
 class TokenForm(forms.Form):
@@ -24,9 +29,9 @@ class TokenForm(forms.Form):
 
 
 class PasswordChangeForm(forms.Form):
-    old_password = forms.CharField(max_length=256, widget=forms.PasswordInput)
-    new_password = forms.CharField(max_length=256, min_length=12, widget=forms.PasswordInput)
-    new_password_again = forms.CharField(max_length=256, widget=forms.PasswordInput)
+    old_password = forms.CharField(max_length=256, strip=False, widget=forms.PasswordInput)
+    new_password = forms.CharField(max_length=256, min_length=12, strip=False, widget=forms.PasswordInput)
+    new_password_again = forms.CharField(max_length=256, strip=False, widget=forms.PasswordInput)
 
     def clean(self) -> dict[str, object]:
         data = super().clean() or {}
