@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from appliance.auditchain import ChainVerifier, Report, load_public_key, read_export
+from cryptography.exceptions import UnsupportedAlgorithm
+
+from appliance.auditchain import ChainVerifier, Report, load_public_key
+from appliance.auditexport import read_export
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,8 +56,8 @@ def _verify(args: Any) -> int:
             return 2
         try:
             checkpoints, rows = read_export(args.export)
-            report = ChainVerifier(load_public_key(args.public_key), checkpoints).verify(rows)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            report = ChainVerifier(load_public_key(args.public_key), checkpoints).verify(rows, complete=True)
+        except (OSError, ValueError, KeyError, TypeError, UnsupportedAlgorithm, RecursionError) as exc:
             print(f"enclavectl: audit.export_unreadable: {exc}", file=sys.stderr)
             return 2
         return _print_report(report)

@@ -15,7 +15,7 @@ import base64
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +38,6 @@ __all__ = [
     "key_id",
     "load_or_create_private_key",
     "load_public_key",
-    "read_export",
     "sign_checkpoint",
 ]
 
@@ -207,20 +206,40 @@ class ChainVerifier:
             return GENESIS
         return bytes.fromhex(anchor.hash)
 
-    def verify(self, rows: Iterable[SealedRow], *, after: tuple[int, str] | None = None) -> Report:
+    def verify(
+        self, rows: Iterable[SealedRow], *, after: tuple[int, str] | None = None, complete: bool = False
+    ) -> Report:
         """Check `rows`. `after=(seq, stored hash hex)` continues from the row before the first one, so a
-        long trail can be verified in ranges in parallel (each row needs only its predecessor's seal)."""
+        long trail can be verified in ranges in parallel (each row needs only its predecessor's seal).
+
+        `complete=True` says `rows` are the whole trail (an export): then its end must be covered by a signed
+        checkpoint, no signed checkpoint may lie beyond it, and every checkpoint must carry a good signature.
+        Without that, an unkeyed hash chain proves nothing about rows dropped from, or rewritten at, the end."""
         report = Report()
         findings = report.findings
         checkpoints = self._checkpoints
         previous: bytes | None = None if after is None else bytes.fromhex(after[1])
         expected_seq = 0 if after is None else after[0] + 1
+        checked: set[int] = set()  # checkpoints looked at during the walk
+        last_seq: int | None = None
         sha256 = hashlib.sha256
         for seq, event, stored in rows:
             if previous is None:
                 previous = self._start(seq, report)
                 expected_seq = seq
-            if seq != expected_seq:
+                checked.add(seq - 1)
+            last_seq = seq
+            if seq < expected_seq:
+                findings.append(
+                    Finding(
+                        "audit.seal_gap",
+                        seq,
+                        None,
+                        f"seal record {seq} comes after seal record {expected_seq - 1}: repeated or out of order",
+                    )
+                )
+                expected_seq = seq
+            elif seq != expected_seq:
                 findings.append(
                     Finding(
                         "audit.seal_gap",
@@ -252,23 +271,70 @@ class ChainVerifier:
             previous = computed
             checkpoint = checkpoints.get(seq)
             if checkpoint is not None:
+                checked.add(seq)
                 self._check_checkpoint(checkpoint, seq, computed, report)
             if len(findings) >= self._max_findings:
                 break
+        else:
+            if complete:
+                self._check_ends(checked, last_seq, report)
         return report
+
+    def _check_ends(self, checked: set[int], last_seq: int | None, report: Report) -> None:
+        """For a whole trail: checkpoints the walk did not reach are signed, none lies beyond the last row,
+        and the last row is covered by one (the sealer signs one at the end of every run)."""
+        newest_signed: int | None = None
+        for seq in sorted(self._checkpoints):
+            if seq in checked:
+                continue
+            checkpoint = self._checkpoints[seq]
+            if not self._signed(checkpoint, seq, report):
+                continue
+            if last_seq is None or seq > last_seq:
+                newest_signed = seq
+        if newest_signed is not None:
+            start = 1 if last_seq is None else last_seq + 1
+            report.findings.append(
+                Finding(
+                    "audit.seal_gap",
+                    start,
+                    None,
+                    f"seal records {start}..{newest_signed} are missing from the end of the trail, although a"
+                    f" signed checkpoint covers seq {newest_signed}: events at the end were removed",
+                )
+            )
+        elif last_seq is not None and last_seq not in self._checkpoints:
+            covered = report.last_checkpoint.seq + 1 if report.last_checkpoint is not None else None
+            span = f"{covered}..{last_seq}" if covered is not None else f"up to {last_seq}"
+            report.findings.append(
+                Finding(
+                    "audit.tail_unsigned",
+                    last_seq,
+                    None,
+                    f"seal records {span} at the end of the trail are covered by no signed checkpoint: they"
+                    " could have been rewritten or appended without the audit key",
+                )
+            )
+
+    def _signed(self, checkpoint: Checkpoint, seq: int, report: Report) -> bool:
+        """Whether the checkpoint's signature is good; a finding if not."""
+        if checkpoint.verify(self._public_key):
+            return True
+        report.findings.append(
+            Finding(
+                "audit.checkpoint_signature",
+                seq,
+                checkpoint.event_id,
+                f"the checkpoint at seq {seq} has a bad signature",
+            )
+        )
+        return False
 
     def _check_checkpoint(self, checkpoint: Checkpoint, seq: int, computed: bytes, report: Report) -> None:
         report.checkpoints_checked += 1
-        if not checkpoint.verify(self._public_key):
-            report.findings.append(
-                Finding(
-                    "audit.checkpoint_signature",
-                    seq,
-                    checkpoint.event_id,
-                    f"the checkpoint at seq {seq} has a bad signature",
-                )
-            )
-        elif checkpoint.hash != computed.hex():
+        if not self._signed(checkpoint, seq, report):
+            return
+        if checkpoint.hash != computed.hex():
             report.findings.append(
                 Finding(
                     "audit.checkpoint_mismatch",
@@ -329,28 +395,3 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-
-
-# --- export format ---------------------------------------------------------------------------------
-# DIR/events.jsonl       one {"seq": n, "hash": hex, "event": {...EVENT_FIELDS}} per line, in seq order
-# DIR/checkpoints.jsonl  one Checkpoint.as_dict() per line
-# DIR/public-key.pem     a copy for convenience; verify with the key you trust, not this copy
-
-
-def read_export(directory: Path) -> tuple[list[Checkpoint], Iterator[SealedRow]]:
-    checkpoints = [
-        Checkpoint(**json.loads(line))
-        for line in (directory / "checkpoints.jsonl").read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
-
-    def rows() -> Iterator[SealedRow]:
-        with (directory / "events.jsonl").open(encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    record = json.loads(line)
-                    event = record["event"]
-                    values = None if event is None else [event[name] for name in EVENT_FIELDS]
-                    yield record["seq"], values, record["hash"]
-
-    return checkpoints, rows()

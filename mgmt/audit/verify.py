@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 
 from appliance.auditchain import (
@@ -175,16 +175,23 @@ def export_trail(directory: Path) -> tuple[int, int]:
     if any(directory.iterdir()):
         raise FileExistsError(f"{directory} is not empty; export into an empty directory")
     events = 0
-    with _atomic_text(directory / "events.jsonl") as handle:
-        for seq, values, stored in iter_sealed_rows():
-            event = None
-            if values is not None:
-                event = dict(zip(EVENT_FIELDS, values, strict=True))
-                if isinstance(event["ts"], datetime):
-                    event["ts"] = format_ts(event["ts"])
-                events += 1
-            handle.write(json.dumps({"seq": seq, "hash": stored, "event": event}, ensure_ascii=False) + "\n")
-    checkpoints = load_checkpoints()
+    # Rows and checkpoints from one snapshot: a sealer run committed between the two reads would leave a
+    # checkpoint beyond the last exported row, which the offline verifier rightly reports as rows removed.
+    outermost = not connection.in_atomic_block  # else the caller's transaction (a test's) is the snapshot
+    with transaction.atomic():
+        if connection.vendor == "postgresql" and outermost:
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        with _atomic_text(directory / "events.jsonl") as handle:
+            for seq, values, stored in iter_sealed_rows():
+                event = None
+                if values is not None:
+                    event = dict(zip(EVENT_FIELDS, values, strict=True))
+                    if isinstance(event["ts"], datetime):
+                        event["ts"] = format_ts(event["ts"])
+                    events += 1
+                handle.write(json.dumps({"seq": seq, "hash": stored, "event": event}, ensure_ascii=False) + "\n")
+        checkpoints = load_checkpoints()
     with _atomic_text(directory / "checkpoints.jsonl") as handle:
         for checkpoint in checkpoints:
             handle.write(json.dumps(checkpoint.as_dict()) + "\n")

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from django.db import DatabaseError, connection, transaction
 
-from appliance.auditchain import ChainVerifier, load_public_key, read_export
+from appliance.auditchain import ChainVerifier, load_public_key
+from appliance.auditexport import read_export
 from mgmt.audit.models import AuditCheckpoint, AuditEvent, AuditSeal
 from mgmt.audit.seal import seal_pending
 from mgmt.audit.services import record_event
@@ -110,6 +111,20 @@ def _verify_offline(export: Path, public: Path, env: dict[str, str]) -> subproce
     return subprocess.run(
         [sys.executable, "-m", "appliance.cli", *argv], cwd=ROOT, env=env, capture_output=True, text=True
     )
+
+
+def test_export_in_its_own_transaction_is_one_snapshot_and_verifies_complete(committed_db, tmp_path: Path):
+    """As `enclavectl audit export` runs it, outside any transaction: rows and checkpoints are read in one
+    REPEATABLE READ transaction (a sealer run between two reads would leave a checkpoint past the last row),
+    and the whole trail verifies as complete: its last row is covered by a signed checkpoint."""
+    assert not connection.in_atomic_block  # committed_db: no test transaction around the export
+    _events(4)
+    seal_pending(grace_seconds=0)
+    export = tmp_path / "audit-export"
+    assert export_trail(export) == (4, 1)
+    checkpoints, rows = read_export(export)
+    report = ChainVerifier(load_public_key(export / "public-key.pem"), checkpoints).verify(rows, complete=True)
+    assert report.intact and report.events == 4 and report.checkpoints_checked == 1, report.findings
 
 
 @pytest.mark.django_db
