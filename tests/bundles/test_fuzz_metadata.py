@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, currently_in_test_context, event, given, settings
+from hypothesis import assume, currently_in_test_context, event, given
 from hypothesis import strategies as st
 from securesystemslib.formats import encode_canonical
 from securesystemslib.signer import Signer
@@ -48,23 +48,13 @@ from appliance.bundles.manager import UpdateManager
 from appliance.bundles.rootside import private_copy
 from appliance.bundles.verify import VerifiedBundle
 from tests.bundles.conftest import IDENTITY, PAYLOAD, Appliance, VendorKit, _make_kit, healthy
+from tests.fixtures.fuzzing import fuzz
 
 CODES = {
     cls.code
     for cls in vars(errors).values()
     if isinstance(cls, type) and issubclass(cls, BundleError) and cls is not BundleError
 }
-
-
-def fuzz(examples: int) -> settings:
-    """Deterministic (the same examples on every run, nothing kept between runs), no per-example deadline."""
-    return settings(
-        max_examples=examples,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
-    )
 
 
 ROLES = ("timestamp", "snapshot", "targets")

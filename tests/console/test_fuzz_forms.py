@@ -24,7 +24,7 @@ import pytest
 from django.db import transaction
 from django.test import Client
 from django_otp.plugins.otp_totp.models import TOTPDevice
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mgmt.accounts.models import ApiKey, Department, User
@@ -35,17 +35,13 @@ from mgmt.chat.services import do_create_conversation
 from mgmt.routing.models import Deployment, Model, Route, RouteTarget
 from mgmt.routing.services import TargetSpec, do_create_deployment, do_create_model, do_set_route
 from mgmt.updates.models import ImportJob
+from tests.fixtures.fuzzing import fuzz
 from tests.fixtures.personas import PASSWORD, Personas, verified_client
 from tests.fixtures.slapd import free_port
 
 pytestmark = pytest.mark.django_db
 
-FUZZ = settings(
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+FUZZ = fuzz()
 
 # Values that have broken web forms before: control characters, NUL, over-long and expanding text, code points at
 # the edges of Unicode, numbers out of every range, dates at the edges of the calendar, URLs that do not parse.

@@ -18,12 +18,13 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, Phase, event, example, given, settings
+from hypothesis import Phase, event, example, given, settings
 from hypothesis import strategies as st
 
 from appliance.gateway.proxy import MAX_EVENT_BYTES
 from mgmt.audit.models import AuditEvent
 from mgmt.routing.models import Task
+from tests.fixtures.fuzzing import fuzz
 
 from .conftest import add_deployment, route
 
@@ -50,13 +51,8 @@ STABLE_CODES = {
 }
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages")
 SECRETS = ("Emergency", "Litigation", "er-engine", "law-engine", "embed-engine", "fixture-model")
-FUZZ_SETTINGS = settings(
-    deadline=None,
-    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],  # (explaining a failure takes long)
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+# Without the "explain" phase: explaining a failure takes long against real servers.
+FUZZ_SETTINGS = fuzz(phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink])
 
 
 # -- the scripted engine ---------------------------------------------------------------------------------

@@ -20,10 +20,11 @@ import pytest
 from django.contrib.auth import authenticate
 from django.db import transaction
 from django.test import Client, RequestFactory
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from mgmt.accounts.models import Role, User
+from tests.fixtures.fuzzing import fuzz
 from tests.fixtures.personas import make_user
 from tests.fixtures.slapd import PEOPLE_ENTRIES, Directory
 
@@ -38,17 +39,6 @@ RITA_PASSWORD = PEOPLE_ENTRIES[RITA][2]
 REFUSED_WITH_RIGHT_PASSWORD = {"otto.outside": "auth.directory_group", "nina.nodept": "auth.directory_no_department"}
 LDAP_SYNTAX = "*()\\|&!=,+#<>;\"'/ \x00\t"
 FULLWIDTH = {c: chr(ord(c) + 0xFEE0) for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ."}
-
-
-def fuzz(examples: int) -> settings:
-    """Deterministic (the same examples on every run, nothing kept between runs), no per-example deadline."""
-    return settings(
-        max_examples=examples,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-    )
 
 
 def _variant(uid: str, how: str, extra: str) -> str:
