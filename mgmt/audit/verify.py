@@ -25,6 +25,7 @@ from appliance.auditchain import (
 )
 
 from .models import AuditCheckpoint, AuditEvent, AuditSeal
+from .seal import seal_pending
 
 __all__ = ["export_trail", "iter_sealed_rows", "load_checkpoints", "verify_database"]
 
@@ -170,10 +171,17 @@ def export_trail(directory: Path) -> tuple[int, int]:
 
     Files are written under temporary names, fsynced and renamed, so a pulled stick leaves no file that
     looks complete but is not. Returns (events, checkpoints).
+
+    Everything committed is sealed first, without the sealer's grace period: an export is verified as the
+    whole trail (its last row must be under a signed checkpoint), and it should hold the events of the
+    moment it was taken. Without this, an export in the seconds after a retention purge that removed every
+    sealed event held no rows but the purged chain's checkpoints, and was reported as rows missing. A
+    transaction still open with a lower event id is sealed late by a later run, as the sealer always allows.
     """
     directory.mkdir(parents=True, exist_ok=True)
     if any(directory.iterdir()):
         raise FileExistsError(f"{directory} is not empty; export into an empty directory")
+    seal_pending(grace_seconds=0)
     events = 0
     # Rows and checkpoints from one snapshot: a sealer run committed between the two reads would leave a
     # checkpoint beyond the last exported row, which the offline verifier rightly reports as rows removed.

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
+from appliance.auditchain import ChainVerifier, load_public_key
+from appliance.auditexport import read_export
 from appliance.policies import PolicyError, load_policy
 from mgmt.audit.models import AuditEvent, AuditSeal
 from mgmt.audit.retention import purge_expired
 from mgmt.audit.seal import seal_pending
 from mgmt.audit.services import record_event
-from mgmt.audit.verify import verify_database
+from mgmt.audit.verify import export_trail, verify_database
 
 
 def _old_events(n: int, years: float) -> None:
@@ -97,3 +100,22 @@ def test_removing_the_head_outside_a_purge_is_caught():
         assert report.first_bad is not None and report.first_bad.code == "audit.head_missing"
         assert report.first_bad.seq == 4
         transaction.set_rollback(True)
+
+
+def test_an_export_right_after_a_purge_of_everything_verifies_complete(committed_db, tmp_path: Path):
+    """The purge's own event is not sealed yet when the export starts (the sealer runs every few seconds):
+    the export seals it first, so the trail it writes ends under a signed checkpoint. Before, such an export
+    held no rows but the purged chain's checkpoints and was reported as rows missing."""
+    assert not connection.in_atomic_block  # as `enclavectl audit export` runs
+    _old_events(12, years=7)
+    seal_pending(grace_seconds=0)
+    assert purge_expired().events == 12
+    assert not AuditSeal.objects.exists()  # the chain is empty; only its checkpoint is left
+
+    export = tmp_path / "audit-export"
+    counts = export_trail(export)
+    checkpoints, rows = read_export(export)
+    report = ChainVerifier(load_public_key(export / "public-key.pem"), checkpoints).verify(rows, complete=True)
+    assert report.intact, report.findings
+    assert counts == (1, 2)  # the purge event, sealed by the export under a new checkpoint
+    assert report.events == 1 and len(checkpoints) == 2 and report.last_checkpoint.seq == 13
