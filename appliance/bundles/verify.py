@@ -226,6 +226,12 @@ class BundleVerifier:
         self._step(trusted, Targets.type, metadata["targets"], lambda d: trusted.update_targets(d))
 
         release = ReleaseInfo.from_custom(trusted.targets.unrecognized_fields.get(CUSTOM_KEY))
+        if trusted.targets.version != release.sequence:
+            # `bundle build` writes both from one number; TUF's rollback check reads the one, ours the other
+            raise MetadataMismatch(
+                f"targets.json is version {trusted.targets.version} but names release "
+                f"#{release.sequence}; the two must be the same"
+            )
         self._check_release(release)
         metadata["root"] = root_chain[-1] if root_chain else self._trust.root
         return trusted, metadata, root_chain, release

@@ -60,6 +60,22 @@ def case_tampered_targets_resigned_snapshot(tmp: Path, kit: VendorKit) -> Path:
     return bundle
 
 
+def case_targets_version_not_the_sequence(tmp: Path, kit: VendorKit) -> Path:
+    """Signed by the vendor's real keys, but targets.json's version (TUF's rollback counter) says 7 while the
+    release says #2: accepted, it would have made every later release below #7 look like a rollback."""
+    bundle = good(tmp, kit, signers=())
+
+    def edit(data: dict[str, Any]) -> None:
+        data["signed"]["version"] = 7
+        data["signatures"] = []
+
+    _edit_json(bundle / "metadata" / "targets.json", edit)
+    vendor.sign_bundle(
+        bundle, targets_signers=[kit.signer("targets-1"), kit.signer("targets-2")], release_signer=kit.signer("release")
+    )
+    return bundle
+
+
 def case_tampered_targets(tmp: Path, kit: VendorKit) -> Path:
     bundle = good(tmp, kit)
     _edit_json(bundle / "metadata" / "targets.json", lambda d: d["signed"]["x-enclave"].update(channel="stable "))
@@ -252,6 +268,7 @@ def case_half_written(tmp: Path, kit: VendorKit) -> Path:
 CASES: list[tuple[str, Case, str]] = [
     ("tampered targets, snapshot re-signed", case_tampered_targets_resigned_snapshot, "bundle.bad_signature"),
     ("tampered targets", case_tampered_targets, "bundle.metadata_mismatch"),
+    ("targets version is not the release sequence", case_targets_version_not_the_sequence, "bundle.metadata_mismatch"),
     ("tampered snapshot", case_tampered_snapshot, "bundle.metadata_mismatch"),
     ("tampered timestamp", case_tampered_timestamp, "bundle.bad_signature"),
     ("signature by an unknown key", case_unknown_key, "bundle.unknown_key"),

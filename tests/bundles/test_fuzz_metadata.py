@@ -231,6 +231,7 @@ def assert_acceptable(bundle: VerifiedBundle) -> None:
     assert "cpu-dev" in release.hardware
     assert all(isinstance(h, str) and h.isprintable() for h in release.hardware), release.hardware
     assert type(release.sequence) is int and release.sequence > 1
+    assert json.loads(bundle.metadata["targets"])["signed"]["version"] == release.sequence
     assert release.issued.tzinfo is not None
     for entry in bundle.targets:
         parts = entry.path.split("/")
