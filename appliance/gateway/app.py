@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import logging
@@ -28,8 +29,9 @@ from .auth import authenticate, key_prefix, resolve_route
 from .config import GatewayConfig
 from .errors import GatewayError
 from .fair_queue import FairLimiter, QueueFull, QueueTimeout
+from .faults import failing_after
 from .payload import ENDPOINTS, Endpoint, check_deployment, parse_request, upstream_body
-from .proxy import JSON_HEADERS, BeforeFirstByte, Call, ModelRename, forward_stream, forward_unary
+from .proxy import JSON_HEADERS, BeforeFirstByte, Call, ModelRename, Rename, forward_stream, forward_unary
 from .session_auth import CONSOLE_HEADER, SessionAuth, console_secret_key
 from .snapshot import Deployment, KeyEntry, Route, Snapshot, SnapshotKeeper
 
@@ -291,9 +293,11 @@ class Gateway:
             url = dep.endpoint + endpoint.path
             priority = round(lag * PRIORITY_SCALE) if dep.kind in PRIORITY_KINDS else None
             body = upstream_body(request, route, dep, endpoint, priority)
-            rename = ModelRename(dep.served_name, route.alias)
+            rename: Rename = ModelRename(dep.served_name, route.alias)
             try:
                 if request.stream:
+                    if self.config.test_fault == "stream_pump":  # tests only (faults.py); "" in production
+                        rename = failing_after(1, rename)
                     await forward_stream(
                         self.client,
                         url,
@@ -305,9 +309,13 @@ class Gateway:
                         request.wants_usage,
                         self.clock,
                         rename,
+                        self.config.max_answer_bytes,
                     )
                 else:
-                    await forward_unary(self.client, url, body, call, send, lambda c: self._audited(c, key), rename)
+                    audited = functools.partial(self._audited, key=key)
+                    await forward_unary(
+                        self.client, url, body, call, send, audited, rename, self.config.max_answer_bytes
+                    )
                 return
             except BeforeFirstByte as exc:
                 failure = exc.error

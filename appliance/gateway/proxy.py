@@ -2,13 +2,15 @@
 
 Failures before the first byte reaches the client raise BeforeFirstByte, and the caller tries the next
 deployment; after that, the client gets a terminating error event. The audit event that makes a stream
-durable is committed before its first byte is sent; the closing `data: [DONE]` waits for the final one.
+durable is committed before its first byte is sent; the closing `data: [DONE]` waits for the final one. A
+failure of the gateway's own after the first byte still ends the stream with an error event and its audit event.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +22,9 @@ from .errors import GatewayError, error_body
 __all__ = ["BeforeFirstByte", "Call", "ModelRename", "forward_stream", "forward_unary"]
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+# What the pump does to each event's bytes before they are passed on: ModelRename (faults.py may wrap it).
+Rename = Callable[[bytes], bytes]
+log = logging.getLogger(__name__)
 JSON_HEADERS = [(b"content-type", b"application/json")]
 UPSTREAM_HEADERS = {"Content-Type": "application/json"}
 SSE_HEADERS = [
@@ -28,6 +33,8 @@ SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 DONE = b"data: [DONE]"
+# b"\r" as an int: `CR in chunk` is one memchr (about 25 ns for an event); `b"\r" in chunk` took 10 times that.
+CR = 0x0D
 # What an SSE stream may open with (a field name, or ":" for a comment); the longest is "event:".
 SSE_STARTS = (b"data:", b":", b"event:", b"id:", b"retry:")
 # An engine's stream event is a token or a few; one this large (or a stream that never separates its
@@ -127,16 +134,49 @@ def _upstream_error(status: int, content: bytes) -> GatewayError | BeforeFirstBy
     return GatewayError(400, "upstream_rejected", message or f"The engine refused the request ({status}).")
 
 
+MAX_TOKEN_COUNT = 2**53
+
+
 def _usage(call: Call, usage: Any) -> None:
     """Token counts in OpenAI's names or Anthropic's; a stream may report them over several events."""
     if isinstance(usage, dict):
         prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
         completion = usage.get("completion_tokens", usage.get("output_tokens"))
-        # Whole counts only: a negative one made the metrics' counter raise after the answer was sent.
-        if type(prompt) is int and prompt >= 0:
+        # Whole counts only: a negative one, or one of hundreds of digits (no float holds it), made the
+        # metrics' counter raise after the answer was sent. Below 2**53, a count any reader takes exactly.
+        if type(prompt) is int and 0 <= prompt < MAX_TOKEN_COUNT:
             call.prompt_tokens = prompt
-        if type(completion) is int and completion >= 0:
+        if type(completion) is int and 0 <= completion < MAX_TOKEN_COUNT:
             call.completion_tokens = completion
+
+
+def _too_large(limit: int) -> BeforeFirstByte:
+    """An answer over the cap: like any answer the gateway cannot pass on, the next deployment may be tried."""
+    return BeforeFirstByte(
+        GatewayError(
+            502,
+            "upstream_answer_too_large",
+            f"The engine's answer is larger than the gateway passes on ({limit} bytes); ask for less in one request.",
+        )
+    )
+
+
+async def _read_answer(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """A whole non-streamed answer, read as it comes and counted: past `limit` bytes the reading stops and the
+    connection is closed (a broken engine could otherwise send gigabytes into the worker's memory)."""
+    declared = response.content_length
+    if declared is not None and declared > limit:
+        response.close()
+        raise _too_large(limit)
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            response.close()
+            raise _too_large(limit)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _transport_failure(exc: BaseException) -> BeforeFirstByte:
@@ -161,12 +201,13 @@ async def forward_unary(
     call: Call,
     send: Send,
     audit: Callable[[Call], Awaitable[None]],
-    rename: ModelRename,
+    rename: Rename,
+    max_answer_bytes: int,
 ) -> None:
     try:
         async with session.post(url, data=body, headers=UPSTREAM_HEADERS, allow_redirects=False) as response:
             status = response.status
-            content = await response.read()
+            content = await _read_answer(response, max_answer_bytes)
     except TRANSPORT_ERRORS as exc:
         raise _transport_failure(exc) from None
     if status != 200:
@@ -205,16 +246,18 @@ async def forward_stream(
     audit: Callable[[Call], Awaitable[None]],
     wants_usage: bool,
     clock: Callable[[], float],
-    rename: ModelRename,
+    rename: Rename,
+    max_answer_bytes: int,
 ) -> None:
     try:
         response = await session.post(url, data=body, headers=UPSTREAM_HEADERS, allow_redirects=False)
     except TRANSPORT_ERRORS as exc:
         raise _transport_failure(exc) from None
+    failure: Exception | None = None
     try:
         if response.status != 200:
             try:
-                content = await response.read()
+                content = await _read_answer(response, max_answer_bytes)
             except TRANSPORT_ERRORS as exc:
                 raise _transport_failure(exc) from None
             raise _upstream_error(response.status, content)
@@ -241,7 +284,13 @@ async def forward_stream(
         call.response_started = True
         call.first_byte_ms = (clock() - call.started) * 1000
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-        finished = await _pump(first, response.content, call, send, wants_usage, rename)
+        try:
+            finished = await _pump(first, response.content, call, send, wants_usage, rename)
+        except Exception as exc:
+            # The safety net: a failure of the gateway's own after the first byte cannot become a 500 any
+            # more; the stream still ends with an error event and its final audit event (logged below).
+            failure, finished = exc, b""
+            call.status, call.code = 500, "internal_error"
     finally:
         # Not read to the end (client gone, engine died): the connection is closed, which makes the
         # engine abort the request; read to the end: it goes back to the pool.
@@ -260,6 +309,10 @@ async def forward_stream(
         elif call.code == "upstream_invalid_response":
             message = f"The engine sent an event larger than the gateway passes on ({MAX_EVENT_BYTES} bytes)."
             tail = _error_event(message, call.code, anthropic)
+        elif call.code == "internal_error":
+            tail = _error_event(
+                "The gateway failed in the middle of the answer; the failure is logged.", call.code, anthropic
+            )
         else:
             tail = _error_event("The engine stopped in the middle of the answer; ask again.", call.code, anthropic)
     except GatewayError:
@@ -267,6 +320,8 @@ async def forward_stream(
         message = "The audit trail is unavailable; this answer could not be recorded."
         tail = _error_event(message, "audit_unavailable", anthropic)
     await send({"type": "http.response.body", "body": tail, "more_body": False})
+    if failure is not None:
+        log.error("gateway: unexpected failure in a stream on %s after its first byte", call.endpoint, exc_info=failure)
 
 
 def _error_event(message: str, code: str, anthropic: bool) -> bytes:
@@ -285,15 +340,41 @@ def _left_unread(reader: aiohttp.StreamReader) -> bytes:
     return b"".join(bytes(chunk) for chunk in pending) if pending else b""
 
 
+class _LineEndings:
+    """SSE lines may end with CRLF, LF or a lone CR (WHATWG HTML, "event stream interpretation"): this makes
+    each of them LF, chunk by chunk, so that events are separated by b"\n\n" alone. A chunk that ends with CR
+    ends its line at once (the event it completes is not held back for the next chunk); an LF opening the
+    next chunk is the rest of that CRLF and is dropped."""
+
+    __slots__ = ("_after_cr",)
+
+    def __init__(self) -> None:
+        self._after_cr = False
+
+    def __call__(self, chunk: bytes) -> bytes:
+        if not chunk:
+            return chunk
+        if self._after_cr and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        self._after_cr = chunk.endswith(b"\r")
+        return chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+
+
 async def _pump(
-    first: bytes, reader: aiohttp.StreamReader, call: Call, send: Send, wants_usage: bool, rename: ModelRename
+    first: bytes, reader: aiohttp.StreamReader, call: Call, send: Send, wants_usage: bool, rename: Rename
 ) -> bytes:
     """Pass events through as they complete (`first`, then what `reader` brings); hold back the closing
     event ([DONE], or Anthropic's message_stop) and return it if the engine finished the stream, else b""
-    (it broke off)."""
+    (it broke off). Events go out with LF line endings, whichever the engine used."""
     chunks = reader.iter_any()
     anthropic = call.endpoint in ANTHROPIC_PATHS
     closing = MESSAGE_STOP if anthropic else DONE
+    # Engines end lines with LF: the stream is translated only from the first chunk that has a CR in it (on
+    # the usual path, one memchr per chunk).
+    endings: _LineEndings | None = None
+    if CR in first:
+        endings = _LineEndings()
+        first = endings(first)
     buffer = first
     searched = 0  # `buffer` holds no b"\n\n" before this: a long event is not searched again from its start
     finished = b""
@@ -333,9 +414,13 @@ async def _pump(
             call.status, call.code = 502, "upstream_interrupted"
             return b""
         try:
-            buffer += await anext(chunks)
+            chunk = await anext(chunks)
         except StopAsyncIteration:
             broken = True
+            continue
         except TRANSPORT_ERRORS:
-            buffer += _left_unread(reader)  # its complete events still go out, then the stream ends
+            chunk = _left_unread(reader)  # its complete events still go out, then the stream ends
             broken = True
+        if endings is None and CR in chunk:
+            endings = _LineEndings()
+        buffer += endings(chunk) if endings is not None else chunk

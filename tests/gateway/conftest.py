@@ -23,6 +23,8 @@ from mgmt.routing.models import Deployment, EngineKind, Task
 from mgmt.routing.services import TargetSpec, do_create_deployment, do_create_model, do_set_route
 from tests.fixtures.processes import ends_with_the_tests, test_database_url, wait_for
 
+from .scripted_engine import ScriptedEngine
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -213,3 +215,27 @@ def llama_route(world, llama_engine):
     return _route_to_engine(
         world, llama_engine, "llama-cpp-1", EngineKind.LLAMA_CPP, llama_engine.launch.max_context, 2
     )
+
+
+# -- the scripted engine (scripted_engine.py), for test_fuzz_requests and test_engine_answers -------------------
+@pytest.fixture
+def engine(world) -> Iterator[ScriptedEngine]:
+    """Emergency's `default` (chat) and `embed`, Litigation's `legal`: all served by one scripted engine."""
+    with ScriptedEngine() as scripted:
+        route(world.emergency, "default", add_deployment("er-engine", scripted.url))
+        route(world.emergency, "embed", add_deployment("embed-engine", scripted.url, task=Task.EMBEDDING))
+        route(world.litigation, "legal", add_deployment("law-engine", scripted.url))
+        yield scripted
+
+
+@pytest.fixture
+def client(world, engine, gateway) -> Iterator[httpx.Client]:
+    """The nurse's client of a gateway that never skips the engine (no passive-health pause)."""
+    gw = gateway(
+        ENCLAVE_GATEWAY_MAX_BODY_BYTES="100000",
+        ENCLAVE_GATEWAY_DOWN_SECONDS="0",
+        ENCLAVE_GATEWAY_READ_TIMEOUT_SECONDS="20",
+    )
+    headers = {"Authorization": f"Bearer {world.nurse_key}"}
+    with httpx.Client(base_url=gw.url, headers=headers, timeout=30) as http:
+        yield http
