@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from appliance.hardware import cached_report
 from mgmt.accounts.access import require_role
 from mgmt.accounts.models import Department, Role
+from mgmt.accounts.refusals import audit_refusal
 
 from .errors import RoutingError
 from .health import deployment_loads
@@ -28,6 +29,14 @@ from .services import (
 from .usage import HEIGHT, WIDTH, usage_charts
 
 Row = TypeVar("Row", bound=models.Model)
+
+# The engines page's forms (its hidden `form` field), named as the audit trail names the change they make.
+FORM_ACTIONS = {"model": "routing.model.create", "deployment": "routing.deployment.create"}
+
+
+def _refused(request: HttpRequest, action: str, error: RoutingError) -> HttpResponse:
+    audit_refusal(request, action, error.code)
+    return _page(request, error)
 
 
 def _page(request: HttpRequest, error: RoutingError | None = None) -> HttpResponse:
@@ -55,6 +64,7 @@ def engines(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         return _page(request)
     form = request.POST
+    action = FORM_ACTIONS.get(form.get("form", ""), "routing.form")
     try:
         if form.get("form") == "model":
             do_create_model(
@@ -81,9 +91,9 @@ def engines(request: HttpRequest) -> HttpResponse:
                 request=request,  # type: ignore[arg-type]
             )
         else:
-            return _page(request, RoutingError("form.unknown", "Unknown form."))
+            return _refused(request, action, RoutingError("form.unknown", "Unknown form."))
     except RoutingError as exc:
-        return _page(request, exc)
+        return _refused(request, action, exc)
     return redirect("routing:engines")
 
 
@@ -130,7 +140,7 @@ def route_set(request: HttpRequest) -> HttpResponse:
             request=request,
         )  # type: ignore[arg-type]
     except RoutingError as exc:
-        return _page(request, exc)
+        return _refused(request, "routing.route.set", exc)
     return redirect("routing:engines")
 
 

@@ -136,6 +136,23 @@ def test_malformed_totp_code(personas):
     assert response.status_code == 400 and _error_code(response) == "mfa.malformed"
 
 
+@pytest.mark.parametrize("token", ["12ab", "abcdef", "12345", "1234567", ""])
+def test_malformed_totp_code_is_audited_and_counted_like_a_wrong_one(personas, token):
+    device = TOTPDevice.objects.create(user=personas.auditor, name="phone", confirmed=True)
+    client = Client()
+    _login(client, "ada.auditor", PASSWORD)
+    response = client.post("/mfa/verify/", {"token": token})
+    assert response.status_code == 400 and _error_code(response) == "mfa.malformed"
+    event = AuditEvent.objects.get(action="mfa.failed", actor="ada.auditor")
+    assert (event.outcome, event.data) == ("denied", {"reason": "malformed"})
+    device.refresh_from_db()
+    assert device.throttling_failure_count == 1
+    # As after a wrong code, the right code is refused too until the back-off has passed.
+    response = client.post("/mfa/verify/", {"token": _code(device)})
+    assert response.status_code == 429 and _error_code(response) == "mfa.throttled"
+    assert client.get("/audit/")["Location"] == "/mfa/verify/"
+
+
 def test_one_time_password_must_be_replaced_at_first_login(personas):
     user, one_time = do_create_user("nina.nurse", role=Role.STAFF, department=personas.radiology, actor=personas.admin)
     client = Client()

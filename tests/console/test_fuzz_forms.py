@@ -549,6 +549,20 @@ def test_user_search_with_a_nul_byte_is_refused(world):
     assert b"sam.staff" in call(world.client("admin"), "GET", "/users/", {"q": "sam"}).content
 
 
+@pytest.mark.parametrize(
+    ("persona", "listed", "not_listed"),
+    [("admin", ["staff", "other_staff"], []), ("dept_admin", ["staff"], ["other_staff"])],
+)
+def test_refused_user_search_still_lists_the_users(world, persona, listed, not_listed):
+    # The page listed no users under the error; it lists them as it does without a search, for whoever asks.
+    for query in ("x" * 101, "sam\x00"):
+        page = _refused(world.client(persona), "GET", "/users/", {"q": query}, 400, "form.invalid").content.decode()
+        for user in map(world.personas.by_name, listed):
+            assert f'<a href="/users/{user.pk}/">{user.username}</a>' in page
+        for user in map(world.personas.by_name, not_listed):
+            assert user.username not in page
+
+
 def test_department_name_whose_slug_outgrows_the_column_is_refused(world):
     _refused(
         world.client("admin"),

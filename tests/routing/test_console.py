@@ -6,7 +6,7 @@ import pytest
 
 from mgmt.audit.models import AuditEvent
 from mgmt.audit.services import record_event
-from mgmt.routing.models import Deployment, Route
+from mgmt.routing.models import Deployment, Model, Route
 from tests.fixtures.personas import verified_client
 
 
@@ -84,3 +84,44 @@ def test_engines_page_shows_this_machines_capacity_plan(personas):
     assert f'data-capacity="largest_context">{plan.largest_context}<' in page
     assert f'data-capacity="concurrent_sessions">{plan.concurrent_sessions}<' in page
     assert cached_report().choice.profile in page
+
+
+@pytest.mark.parametrize(
+    ("url", "data", "code", "action"),
+    [
+        (
+            "/routing/",
+            {"form": "model", "name": "Not A Slug", "served_name": "m"},
+            "model.bad_name",
+            "routing.model.create_refused",
+        ),
+        (
+            "/routing/",
+            {"form": "deployment", "name": "gpu-1", "model": "999999999", "kind": "vllm-cuda"},
+            "deployment.unknown_model",
+            "routing.deployment.create_refused",
+        ),
+        ("/routing/", {"form": "other"}, "form.unknown", "routing.form_refused"),
+        (
+            "/routing/routes/",
+            {"department": "abc", "alias": "default", "targets": "x"},
+            "route.unknown_department",
+            "routing.route.set_refused",
+        ),
+        (
+            "/routing/routes/",
+            {"department": "@radiology", "alias": "default", "targets": "nope"},
+            "route.unknown_deployment",
+            "routing.route.set_refused",
+        ),
+    ],
+)
+def test_refused_routing_form_is_audited_and_changes_nothing(personas, url, data, code, action):
+    admin = verified_client(personas.admin)
+    last_event = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first()
+    data = {k: str(personas.radiology.pk) if v == "@radiology" else v for k, v in data.items()}
+    response = admin.post(url, data)
+    assert response.status_code == 400 and f'data-code="{code}"'.encode() in response.content
+    assert not (Model.objects.exists() or Deployment.objects.exists() or Route.objects.exists())
+    event = AuditEvent.objects.get(id__gt=last_event)  # the refusal, and nothing else
+    assert (event.action, event.outcome, event.actor, event.data) == (action, "denied", "alice.admin", {"code": code})

@@ -18,6 +18,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from mgmt.accounts.access import ALL_ROLES, public, require_role
 from mgmt.accounts.errors import AccountError
 from mgmt.accounts.ldap import login_refusal
+from mgmt.accounts.refusals import audit_refusal
 from mgmt.accounts.services import do_change_password
 from mgmt.audit.services import record_event
 
@@ -158,6 +159,14 @@ def mfa_enrol(request: HttpRequest) -> HttpResponse:
     return render(request, "console/mfa_enrol.html", context)
 
 
+def _mfa_failed(request: HttpRequest, reason: str, *, device: TOTPDevice | None = None) -> None:
+    """One `mfa.failed` event per refused code; with `device`, the failure also counts towards its throttle."""
+    with transaction.atomic():
+        if device is not None:
+            device.throttle_increment()
+        record_event("mfa.failed", actor=request.user, outcome="denied", data={"reason": reason}, request=request)
+
+
 @require_role(*ALL_ROLES)
 @require_http_methods(["GET", "POST"])
 def mfa_verify(request: HttpRequest) -> HttpResponse:
@@ -166,24 +175,8 @@ def mfa_verify(request: HttpRequest) -> HttpResponse:
         return redirect("console:mfa_enrol")
     form = TokenForm(request.POST or None)
     if request.method == "POST":
-        if not form.is_valid():
-            return _error(
-                request,
-                "console/mfa_verify.html",
-                {"form": form},
-                "mfa.malformed",
-                "Enter the 6-digit code from your authenticator app.",
-            )
-        allowed, _ = device.verify_is_allowed()
-        if not allowed:
-            with transaction.atomic():
-                record_event(
-                    "mfa.failed",
-                    actor=request.user,
-                    outcome="denied",
-                    data={"reason": "throttled"},
-                    request=request,
-                )
+        if not device.verify_is_allowed()[0]:
+            _mfa_failed(request, "throttled")
             return _error(
                 request,
                 "console/mfa_verify.html",
@@ -192,15 +185,18 @@ def mfa_verify(request: HttpRequest) -> HttpResponse:
                 "Too many wrong codes: wait a minute before the next try.",
                 status=429,
             )
+        if not form.is_valid():
+            # A failed attempt like a wrong code: audited, and counted by the throttle (verify_token counts those).
+            _mfa_failed(request, "malformed", device=device)
+            return _error(
+                request,
+                "console/mfa_verify.html",
+                {"form": form},
+                "mfa.malformed",
+                "Enter the 6-digit code from your authenticator app.",
+            )
         if not device.verify_token(form.cleaned_data["token"]):
-            with transaction.atomic():
-                record_event(
-                    "mfa.failed",
-                    actor=request.user,
-                    outcome="denied",
-                    data={"reason": "bad_code"},
-                    request=request,
-                )
+            _mfa_failed(request, "bad_code")
             return _error(
                 request,
                 "console/mfa_verify.html",
@@ -222,6 +218,7 @@ def password_change(request: HttpRequest) -> HttpResponse:
     form = PasswordChangeForm(request.POST or None)
     if request.method == "POST":
         if not form.is_valid():
+            audit_refusal(request, "user.password_change", "form.invalid", form=form)
             return _error(
                 request,
                 "console/password_change.html",
@@ -237,6 +234,8 @@ def password_change(request: HttpRequest) -> HttpResponse:
                 request=request,
             )
         except AccountError as exc:
+            if exc.code != "auth.bad_password":  # do_change_password audits a wrong current password itself
+                audit_refusal(request, "user.password_change", exc.code)
             return _error(request, "console/password_change.html", {"form": form}, exc.code, exc.message)
         from django.contrib.auth import update_session_auth_hash
 

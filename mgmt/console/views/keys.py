@@ -13,6 +13,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from mgmt.accounts.access import ALL_ROLES, access_api_key, access_user, require_role
 from mgmt.accounts.errors import AccountError
 from mgmt.accounts.models import ApiKey, Role, User
+from mgmt.accounts.refusals import audit_refusal
 from mgmt.accounts.services import do_create_api_key, do_revoke_api_key
 
 from ..forms import ApiKeyForm
@@ -39,6 +40,7 @@ def api_keys(request: HttpRequest) -> HttpResponse:
     context = {"form": form, "keys": _visible_keys(user)[:500]}
     if request.method == "POST":
         if not form.is_valid():
+            audit_refusal(request, "apikey.create", "form.invalid", form=form)
             return render(
                 request,
                 "console/keys.html",
@@ -52,6 +54,7 @@ def api_keys(request: HttpRequest) -> HttpResponse:
                 user, name=form.cleaned_data["name"], expires_at=expires_at, actor=user, request=request
             )
         except AccountError as exc:
+            audit_refusal(request, "apikey.create", exc.code)
             return render(
                 request,
                 "console/keys.html",
@@ -69,6 +72,7 @@ def api_key_revoke(request: HttpRequest, key_id: int) -> HttpResponse:
     try:
         do_revoke_api_key(key, actor=request.user, request=request)  # type: ignore[arg-type]
     except AccountError as exc:
+        audit_refusal(request, "apikey.revoke", exc.code, target=key)
         return render(request, "console/error.html", {"error_code": exc.code, "error": exc.message}, status=400)
     return redirect("console:api_keys")
 
@@ -80,6 +84,7 @@ def user_key_create(request: HttpRequest, user_id: int) -> HttpResponse:
     target = access_user(request, user_id)
     form = ApiKeyForm(request.POST)
     if not form.is_valid():
+        audit_refusal(request, "apikey.create", "form.invalid", form=form, target=target)
         return render(
             request,
             "console/error.html",
@@ -98,5 +103,6 @@ def user_key_create(request: HttpRequest, user_id: int) -> HttpResponse:
             request=request,
         )  # type: ignore[arg-type]
     except AccountError as exc:
+        audit_refusal(request, "apikey.create", exc.code, target=target)
         return render(request, "console/error.html", {"error_code": exc.code, "error": exc.message}, status=400)
     return render(request, "console/key_created.html", {"issued": issued})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db.models import Count, Q, QuerySet
+from django.forms import Form
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -11,6 +12,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from mgmt.accounts.access import ALL_ROLES, access_department, access_user, require_role
 from mgmt.accounts.errors import AccountError
 from mgmt.accounts.models import Department, Role, User
+from mgmt.accounts.refusals import audit_refusal
 from mgmt.accounts.services import (
     do_create_department,
     do_create_user,
@@ -26,11 +28,29 @@ from ..forms import DepartmentForm, UserEditForm, UserForm, UserSearchForm
 ADMINS = (Role.APPLIANCE_ADMIN, Role.DEPARTMENT_ADMIN)
 
 
-def _failed(request: HttpRequest, template: str, context: dict[str, object], exc: AccountError) -> HttpResponse:
+def _failed(
+    request: HttpRequest,
+    template: str,
+    context: dict[str, object],
+    exc: AccountError,
+    *,
+    action: str,
+    target: User | None = None,
+) -> HttpResponse:
+    audit_refusal(request, action, exc.code, target=target)
     return render(request, template, {**context, "error_code": exc.code, "error": exc.message}, status=400)
 
 
-def _invalid(request: HttpRequest, template: str, context: dict[str, object]) -> HttpResponse:
+def _invalid(
+    request: HttpRequest,
+    template: str,
+    context: dict[str, object],
+    form: Form,
+    *,
+    action: str,
+    target: User | None = None,
+) -> HttpResponse:
+    audit_refusal(request, action, "form.invalid", form=form, target=target)
     return render(
         request,
         template,
@@ -61,7 +81,7 @@ def departments(request: HttpRequest) -> HttpResponse:
     context = {"form": form, "departments": listing}
     if request.method == "POST":
         if not form.is_valid():
-            return _invalid(request, "console/departments.html", context)
+            return _invalid(request, "console/departments.html", context, form, action="department.create")
         try:
             department = do_create_department(
                 form.cleaned_data["name"],
@@ -70,7 +90,7 @@ def departments(request: HttpRequest) -> HttpResponse:
                 request=request,
             )  # type: ignore[arg-type]
         except AccountError as exc:
-            return _failed(request, "console/departments.html", context, exc)
+            return _failed(request, "console/departments.html", context, exc, action="department.create")
         return redirect(f"/departments/?created={department.pk}")
     return render(request, "console/departments.html", context)
 
@@ -81,6 +101,7 @@ def department_weight(request: HttpRequest, department_id: int) -> HttpResponse:
     department = access_department(request, department_id)
     form = DepartmentForm({"name": department.name, "weight": request.POST.get("weight", "")})
     if not form.is_valid():
+        audit_refusal(request, "department.update", "form.invalid", form=form, target=department)
         return render(
             request,
             "console/error.html",
@@ -112,16 +133,20 @@ def users(request: HttpRequest) -> HttpResponse:
         form.fields["department"].queryset = Department.objects.filter(pk=actor.department_id)  # type: ignore[attr-defined]
         form.fields["role"].choices = [(Role.STAFF, Role.STAFF.label)]  # type: ignore[attr-defined]
     search = UserSearchForm(request.GET)
-    if not search.is_valid():
-        error = "A search is up to 100 characters of plain text."
-        context = {"form": form, "users": [], "q": "", "error_code": "form.invalid", "error": error}
-        return render(request, "console/users.html", context, status=400)
-    query = search.cleaned_data["q"]
+    query = search.cleaned_data["q"] if search.is_valid() else ""
     listing = _visible_users(actor).filter(Q(username__icontains=query) | Q(email__icontains=query))[:500]
     context = {"form": form, "users": listing, "q": query}
+    if not search.is_valid():
+        # The list as it is without a search, under the error: the admin still sees whom they can manage.
+        error = "A search is up to 100 characters of plain text."
+        if request.method == "POST":  # the new-user form posts to the page's address, search and all
+            audit_refusal(request, "user.create", "form.invalid", form=search)
+        return render(
+            request, "console/users.html", {**context, "error_code": "form.invalid", "error": error}, status=400
+        )
     if request.method == "POST":
         if not form.is_valid():
-            return _invalid(request, "console/users.html", context)
+            return _invalid(request, "console/users.html", context, form, action="user.create")
         data = form.cleaned_data
         try:
             user, password = do_create_user(
@@ -134,7 +159,7 @@ def users(request: HttpRequest) -> HttpResponse:
                 request=request,
             )
         except AccountError as exc:
-            return _failed(request, "console/users.html", context, exc)
+            return _failed(request, "console/users.html", context, exc, action="user.create")
         return render(request, "console/user_password.html", {"target": user, "password": password})
     return render(request, "console/users.html", context)
 
@@ -149,7 +174,7 @@ def user_detail(request: HttpRequest, user_id: int) -> HttpResponse:
     context = {"form": form, "target": target, "keys": target.api_keys.all()}
     if request.method == "POST":
         if not form.is_valid():
-            return _invalid(request, "console/user_detail.html", context)
+            return _invalid(request, "console/user_detail.html", context, form, action="user.update", target=target)
         try:
             do_update_user(
                 target,
@@ -159,7 +184,7 @@ def user_detail(request: HttpRequest, user_id: int) -> HttpResponse:
                 request=request,
             )
         except AccountError as exc:
-            return _failed(request, "console/user_detail.html", context, exc)
+            return _failed(request, "console/user_detail.html", context, exc, action="user.update", target=target)
         return redirect("console:user_detail", user_id=target.pk)
     return render(request, "console/user_detail.html", context)
 
@@ -168,15 +193,13 @@ def user_detail(request: HttpRequest, user_id: int) -> HttpResponse:
 @require_POST
 def user_active(request: HttpRequest, user_id: int) -> HttpResponse:
     target = access_user(request, user_id)
+    active = request.POST.get("active") == "1"
     try:
-        do_set_active(
-            target,
-            active=request.POST.get("active") == "1",
-            actor=request.user,  # type: ignore[arg-type]
-            request=request,
-        )
+        do_set_active(target, active=active, actor=request.user, request=request)  # type: ignore[arg-type]
     except AccountError as exc:
-        return _failed(request, "console/user_detail.html", {"target": target, "form": UserEditForm()}, exc)
+        context = {"target": target, "form": UserEditForm()}
+        action = "user.activate" if active else "user.deactivate"
+        return _failed(request, "console/user_detail.html", context, exc, action=action, target=target)
     return redirect("console:user_detail", user_id=target.pk)
 
 
@@ -187,5 +210,6 @@ def user_reset_password(request: HttpRequest, user_id: int) -> HttpResponse:
     try:
         password = do_reset_password(target, actor=request.user, request=request)  # type: ignore[arg-type]
     except AccountError as exc:
-        return _failed(request, "console/user_detail.html", {"target": target, "form": UserEditForm()}, exc)
+        context = {"target": target, "form": UserEditForm()}
+        return _failed(request, "console/user_detail.html", context, exc, action="user.password_reset", target=target)
     return render(request, "console/user_password.html", {"target": target, "password": password})
