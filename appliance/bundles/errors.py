@@ -162,6 +162,19 @@ class MetadataMismatch(BundleError):
     hint = "the metadata files come from different releases (mix-and-match)"
 
 
+class SequenceMismatch(BundleError):
+    code = "bundle.sequence_mismatch"
+    hint = "the bundle's targets version and release sequence differ; ask the vendor for a rebuilt bundle"
+
+
+class IssuedInFuture(BundleError):
+    code = "bundle.issued_in_future"
+    hint = (
+        "the bundle says it was issued more than a year from now; check the appliance's clock, or ask the "
+        "vendor for a correctly dated bundle"
+    )
+
+
 class WrongProduct(BundleError):
     code = "bundle.wrong_product"
     hint = "the bundle is for another product"

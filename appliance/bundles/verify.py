@@ -19,7 +19,7 @@ import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from appliance.bundles.errors import (
     BundleError,
     ExpiredBundle,
     ExtraFile,
+    IssuedInFuture,
     MetadataInvalid,
     MetadataMismatch,
     MetadataMissing,
@@ -42,6 +43,7 @@ from appliance.bundles.errors import (
     NotABundle,
     NotNewer,
     Rollback,
+    SequenceMismatch,
     TargetTooLong,
     TargetTruncated,
     ThresholdNotMet,
@@ -67,6 +69,10 @@ from appliance.bundles.layout import (
 from appliance.bundles.trust import TrustState
 
 __all__ = ["ApplianceIdentity", "BundleVerifier", "TargetEntry", "VerifiedBundle"]
+
+# How far past the reference time a bundle may say it was issued: an appliance clock set back by months still
+# takes a current bundle; a vendor's clock years ahead is refused before it becomes the reference (0401).
+ISSUED_AHEAD_LIMIT = timedelta(days=366)
 
 # python-tuf checks signatures over canonical JSON, which has no fractions and only valid Unicode; it raises
 # SerializationError, with no message, for signed metadata that holds anything else.
@@ -228,7 +234,7 @@ class BundleVerifier:
         release = ReleaseInfo.from_custom(trusted.targets.unrecognized_fields.get(CUSTOM_KEY))
         if trusted.targets.version != release.sequence:
             # `bundle build` writes both from one number; TUF's rollback check reads the one, ours the other
-            raise MetadataMismatch(
+            raise SequenceMismatch(
                 f"targets.json is version {trusted.targets.version} but names release "
                 f"#{release.sequence}; the two must be the same"
             )
@@ -306,6 +312,15 @@ class BundleVerifier:
             raise MetadataInvalid(f"{role}.json: {text}") from exc
 
     def _check_release(self, release: ReleaseInfo) -> None:
+        # Accepted, a signed issue time years ahead (a vendor clock gone wrong) would become the appliance's
+        # reference time and make every later bundle look expired, with no way back short of a new trust root.
+        reference = self.reference_time()
+        if release.issued - reference > ISSUED_AHEAD_LIMIT:  # a difference: no overflow near year 9999
+            raise IssuedInFuture(
+                f"release {release.release} says it was issued {release.issued:%Y-%m-%d %H:%M %Z}, more than "
+                f"{ISSUED_AHEAD_LIMIT.days} days after {reference:%Y-%m-%d %H:%M} UTC (the appliance's clock, or "
+                "the issue time of the last accepted bundle if later)"
+            )
         accepted = self._trust.accepted
         if accepted is not None:
             if release.sequence == accepted.sequence:

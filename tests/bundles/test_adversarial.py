@@ -76,6 +76,12 @@ def case_targets_version_not_the_sequence(tmp: Path, kit: VendorKit) -> Path:
     return bundle
 
 
+def case_issued_in_future(tmp: Path, kit: VendorKit) -> Path:
+    """Signed by the vendor, but issued in 2036 (a signing machine's clock gone wrong): accepted, that time
+    would become the appliance's reference and every later bundle would look expired."""
+    return good(tmp, kit, issued=datetime.now(UTC).replace(microsecond=0) + timedelta(days=3650))
+
+
 def case_tampered_targets(tmp: Path, kit: VendorKit) -> Path:
     bundle = good(tmp, kit)
     _edit_json(bundle / "metadata" / "targets.json", lambda d: d["signed"]["x-enclave"].update(channel="stable "))
@@ -268,7 +274,8 @@ def case_half_written(tmp: Path, kit: VendorKit) -> Path:
 CASES: list[tuple[str, Case, str]] = [
     ("tampered targets, snapshot re-signed", case_tampered_targets_resigned_snapshot, "bundle.bad_signature"),
     ("tampered targets", case_tampered_targets, "bundle.metadata_mismatch"),
-    ("targets version is not the release sequence", case_targets_version_not_the_sequence, "bundle.metadata_mismatch"),
+    ("targets version is not the release sequence", case_targets_version_not_the_sequence, "bundle.sequence_mismatch"),
+    ("issued years from now", case_issued_in_future, "bundle.issued_in_future"),
     ("tampered snapshot", case_tampered_snapshot, "bundle.metadata_mismatch"),
     ("tampered timestamp", case_tampered_timestamp, "bundle.bad_signature"),
     ("signature by an unknown key", case_unknown_key, "bundle.unknown_key"),
@@ -360,6 +367,17 @@ def test_clock_set_back_does_not_revive_an_expired_bundle(tmp_path: Path, kit: V
         manager.import_bundle(stale)
     assert caught.value.code == "bundle.expired"
     assert observable(manager) == before
+
+
+def test_a_bundle_issued_months_ahead_of_a_clock_set_back_is_still_taken(
+    tmp_path: Path, kit: VendorKit, appliance: Appliance
+) -> None:
+    """The limit on a future issue time leaves room for an appliance whose clock is months behind."""
+    manager = appliance.manager()
+    issued = datetime.now(UTC).replace(microsecond=0) + timedelta(days=300)
+    manager.import_bundle(kit.build(tmp_path, PAYLOAD, "2026Q3", 1, issued=issued, expires_days=700))
+    manager.activate(healthy)
+    assert manager.read_state()["current"]["release"] == "2026Q3"
 
 
 def test_root_rotation_is_followed_and_old_targets_keys_are_dropped(

@@ -31,6 +31,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +234,7 @@ def assert_acceptable(bundle: VerifiedBundle) -> None:
     assert type(release.sequence) is int and release.sequence > 1
     assert json.loads(bundle.metadata["targets"])["signed"]["version"] == release.sequence
     assert release.issued.tzinfo is not None
+    assert release.issued <= datetime.now(UTC) + timedelta(days=366), release.issued
     for entry in bundle.targets:
         parts = entry.path.split("/")
         assert len(entry.path) <= 1024 and len(parts) <= 32, entry.path
